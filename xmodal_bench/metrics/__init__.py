@@ -1,0 +1,47 @@
+"""Retrieval metrics: exact chunked ranks on embeddings, the caption / COCO / person protocols,
+and a torchmetrics collector that gathers evaluation embeddings under DDP.
+
+Inputs are embeddings (callers L2-normalise); score = dot product, computed in float32 by
+default. Ranks are 0-based and exact: ties are broken by gallery index, as a stable sort.
+"""
+
+from xmodal_bench.metrics.caption import (
+    CAPTION_METRIC_NAMES,
+    caption_metrics_from_ranks,
+    caption_ranks,
+    caption_retrieval,
+)
+from xmodal_bench.metrics.chunking import DEFAULT_MEMORY_BUDGET, resolve_chunk_size
+from xmodal_bench.metrics.coco import coco_1k, coco_5k, coco_retrieval, fold_bounds
+from xmodal_bench.metrics.collector import EmbeddingCollector, EmbeddingCountError
+from xmodal_bench.metrics.person import (
+    PERSON_METRIC_NAMES,
+    person_metrics_from_ranks,
+    person_ranks,
+    person_retrieval,
+    positive_gallery_index,
+)
+from xmodal_bench.metrics.ranks import positive_ranks, ranks_in_block, score_block
+
+__all__ = [
+    "CAPTION_METRIC_NAMES",
+    "DEFAULT_MEMORY_BUDGET",
+    "PERSON_METRIC_NAMES",
+    "EmbeddingCollector",
+    "EmbeddingCountError",
+    "caption_metrics_from_ranks",
+    "caption_ranks",
+    "caption_retrieval",
+    "coco_1k",
+    "coco_5k",
+    "coco_retrieval",
+    "fold_bounds",
+    "person_metrics_from_ranks",
+    "person_ranks",
+    "person_retrieval",
+    "positive_gallery_index",
+    "positive_ranks",
+    "ranks_in_block",
+    "resolve_chunk_size",
+    "score_block",
+]

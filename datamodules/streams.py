@@ -1,0 +1,457 @@
+"""The iterable datasets behind `RetrievalDataModule`: one train stream, two eval streams.
+
+All three batch inside the dataset (use them with `DataLoader(batch_size=None)`), know their exact
+`len()` in batches from the manifest, and take the rank / world size / DataLoader worker count
+they run under as explicit arguments (webdataset's own splitters are switched off: the split is
+planned in `datamodules.sharding`). Shards are read with `webdataset.WebDataset` one at a time,
+with `nodesplitter=None, workersplitter=None, shardshuffle=False, empty_check=False`.
+
+Train (`TrainStream`, per caption): each image is decoded and resized once, then each of its
+captions becomes a sample with its own random augmentation. Per epoch the shard order is
+reshuffled (seeded by `seed` and the epoch), samples pass a shuffle buffer, and a batch never
+holds two captions of the same image while the buffer offers an alternative (an image's own
+captions are false negatives for in-batch contrastive losses). Every rank yields exactly
+`len(stream)` full batches; the remainder is dropped (see `sharding.train_plan`).
+
+Eval (`EvalImageStream`, `EvalTextStream`): every image / caption exactly once over all ranks and
+workers, in manifest order within a slot, each item with its global index. Every slot yields the
+same number of batches, padded with masked items (`valid=False`, indices and pid -1, zero image,
+the tokenized empty string as text). The caption stream reads only the `json` member of each
+sample and never decodes an image.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from datamodules.sharding import EvalPlan, Segment, eval_plan, train_plan
+from datamodules.transforms import (
+    augment_transform,
+    erase_transform,
+    normalize_transform,
+    resize_transform,
+    to_hw,
+)
+from xmodal_bench.errors import UserError
+
+__all__ = ["EpochDataLoader", "EvalImageStream", "EvalTextStream", "ShardInfo", "TrainStream", "decode_image"]
+
+Tokenizer = Callable[[list[str]], torch.Tensor]
+IMAGE_KEYS = ("jpg", "png", "webp", "jpeg")
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """What a stream needs to know about one shard (from the manifest)."""
+
+    path: str
+    images: int
+    captions: int
+    image_offset: int  # index of its first image in the split
+    caption_offset: int  # index of its first caption in the split
+
+
+def shard_infos(paths: Sequence[os.PathLike | str], records: Sequence[dict[str, Any]]) -> list[ShardInfo]:
+    """Combine manifest shard records (in order) with their paths and split-level offsets."""
+    out, img, cap = [], 0, 0
+    for path, rec in zip(paths, records, strict=True):
+        out.append(ShardInfo(str(path), rec["images"], rec["captions"], img, cap))
+        img += rec["images"]
+        cap += rec["captions"]
+    return out
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Encoded bytes -> RGB PIL image (the only place the data layer decodes pixels)."""
+    with Image.open(io.BytesIO(data)) as im:
+        return im.convert("RGB")
+
+
+def _read_shard(path: str, json_only: bool = False) -> Iterator[dict[str, Any]]:
+    """Samples of one shard in order; `json_only` skips image bytes at the tar level."""
+    select = (lambda name: name.endswith(".json")) if json_only else None
+    yield from wds.WebDataset(
+        [path],
+        shardshuffle=False,
+        nodesplitter=None,
+        workersplitter=None,
+        empty_check=False,
+        select_files=select,
+        seed=0,
+    )
+
+
+@dataclass
+class _Sample:
+    image_index: int
+    meta: dict[str, Any]
+    data: dict[str, Any]
+
+    def image_bytes(self) -> bytes:
+        for key in IMAGE_KEYS:
+            if key in self.data:
+                return self.data[key]
+        raise RuntimeError(f"sample {self.data.get('__key__')} has no image")
+
+
+def _samples(shard: ShardInfo, stop_image: int, json_only: bool = False) -> Iterator[tuple[int, _Sample]]:
+    """(position in shard, sample) for positions < stop_image; checks keys against the manifest."""
+    if stop_image <= 0:
+        return
+    position = -1
+    for position, data in enumerate(_read_shard(shard.path, json_only)):
+        index = int(data["__key__"].rsplit("-", 1)[1])
+        if index != shard.image_offset + position:
+            raise RuntimeError(
+                f"{shard.path}: sample {data['__key__']} at position {position} does not match the manifest; "
+                "re-create the dataset"
+            )
+        yield position, _Sample(index, json.loads(data["json"]), data)
+        if position + 1 >= stop_image:
+            return
+    if position + 1 != shard.images:
+        raise RuntimeError(f"{shard.path}: {position + 1} samples, the manifest says {shard.images}")
+
+
+def _caption_items(
+    shards: Sequence[ShardInfo], segments: Sequence[Segment], json_only: bool
+) -> Iterator[tuple[_Sample, list[tuple[int, str]]]]:
+    """For caption-unit segments: (sample, [(global caption index, caption), ...]) with >= 1 caption kept."""
+    for seg in segments:
+        shard = shards[seg.shard]
+        position = 0  # caption position in the shard
+        for _, sample in _samples(shard, shard.images, json_only):
+            captions = sample.meta["captions"]
+            first, position = position, position + len(captions)
+            if position <= seg.lo:
+                continue
+            kept = [
+                (shard.caption_offset + first + k, c)
+                for k, c in enumerate(captions)
+                if seg.lo <= first + k < seg.hi
+            ]
+            if kept:
+                yield sample, kept
+            if position >= seg.hi:
+                break
+
+
+def _pid(sample: _Sample, person: bool) -> int:
+    if not person:
+        return sample.image_index
+    pid = sample.meta.get("pid")
+    if pid is None:
+        raise RuntimeError(f"person dataset sample {sample.data['__key__']} has no pid")
+    return int(pid)
+
+
+def _worker(planned_workers: int) -> int:
+    info = get_worker_info()
+    workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+    if workers != max(1, planned_workers):
+        raise RuntimeError(
+            f"stream planned for {max(1, planned_workers)} DataLoader worker(s) per rank, running with {workers}; "
+            "build the DataLoader with the same num_workers (RetrievalDataModule does)"
+        )
+    return worker
+
+
+class _Stream(IterableDataset):
+    """Shared configuration: shards, rank / world size / workers, batch size, tokenizer."""
+
+    def __init__(
+        self,
+        shards: Sequence[ShardInfo],
+        *,
+        person: bool,
+        tokenizer: Tokenizer,
+        batch_size: int,
+        image_size: int | Sequence[int],
+        rank: int = 0,
+        world_size: int = 1,
+        workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of size {world_size}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.shards = list(shards)
+        self.person = person
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.image_size = to_hw(image_size)
+        self.rank = rank
+        self.world_size = world_size
+        self.workers = workers
+
+    def _tokenize(self, texts: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(texts)
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.shape[0] != len(texts):
+            raise TypeError("tokenizer must map list[str] to a LongTensor [n, L]")
+        return ids.long()
+
+
+class TrainStream(_Stream):
+    """Per-caption training batches: image, text, image_index, caption_index, pid (see module docstring)."""
+
+    def __init__(
+        self,
+        shards: Sequence[ShardInfo],
+        *,
+        augment: str = "none",
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        **kw: Any,
+    ) -> None:
+        super().__init__(shards, **kw)
+        self.prepare = resize_transform(self.image_size)
+        self.augment = augment_transform(self.image_size, augment)
+        self.normalize = normalize_transform()
+        self.erase = erase_transform(augment)
+        self.shuffle_buffer = max(1, shuffle_buffer)
+        self.seed = seed
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent workers
+        sizes = [s.captions for s in self.shards]
+        total = sum(sizes)
+        self._len = total // (self.world_size * self.batch_size)
+        if self._len == 0:
+            raise UserError(
+                f"{total} captions cannot fill one batch of {self.batch_size} on each of {self.world_size} "
+                "rank(s); lower the batch size"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose shard order / shuffle to produce next (also seen by persistent workers)."""
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.item())
+
+    def __len__(self) -> int:
+        return self._len
+
+    def plan(self, epoch: int) -> Any:
+        return train_plan(
+            [s.captions for s in self.shards],
+            self.world_size,
+            self.workers,
+            self.batch_size,
+            self.seed,
+            epoch,
+        )
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        worker = _worker(self.workers)
+        epoch = self.epoch
+        plan = self.plan(epoch)
+        slot = plan.slot(self.rank, worker)
+        n_batches = plan.batches[slot]
+        if n_batches == 0:
+            return
+        rng = random.Random(f"train-buffer/{self.seed}/{epoch}/{self.rank}/{worker}")
+        items = self._items(plan.segments[slot])
+        produced = 0
+        for batch in _distinct_image_batches(items, self.shuffle_buffer, self.batch_size, rng):
+            yield self._collate(batch)
+            produced += 1
+        if produced != n_batches:
+            raise RuntimeError(
+                f"train stream produced {produced} batches, planned {n_batches}: shards changed?"
+            )
+
+    def _items(self, segments: Sequence[Segment]) -> Iterator[tuple[Any, str, int, int, int]]:
+        for sample, kept in _caption_items(self.shards, segments, json_only=False):
+            image = self.prepare(decode_image(sample.image_bytes()))  # decoded + resized once
+            pid = _pid(sample, self.person)
+            for caption_index, caption in kept:
+                yield image, caption, sample.image_index, caption_index, pid
+
+    def _collate(self, batch: list[tuple[Any, str, int, int, int]]) -> dict[str, torch.Tensor]:
+        # = train_transform per item, with the normalisation done once for the whole batch
+        aug = self.augment
+        images = torch.stack(
+            [(aug(item[0]) if aug is not None else item[0]).as_subclass(torch.Tensor) for item in batch]
+        )
+        images = self.normalize(images)
+        if self.erase is not None:
+            images = torch.stack([self.erase(x) for x in images])
+        return {
+            "image": images,
+            "text": self._tokenize([item[1] for item in batch]),
+            "image_index": torch.tensor([item[2] for item in batch], dtype=torch.int64),
+            "caption_index": torch.tensor([item[3] for item in batch], dtype=torch.int64),
+            "pid": torch.tensor([item[4] for item in batch], dtype=torch.int64),
+        }
+
+
+def _distinct_image_batches(
+    items: Iterator[tuple], buffer_size: int, batch_size: int, rng: random.Random, tries: int = 8
+) -> Iterator[list[tuple]]:
+    """Shuffle through a buffer and cut batches, avoiding two items of one image in a batch.
+
+    An item is drawn at random from the buffer; if its image (item[2]) is already in the current
+    batch, up to `tries` other random draws are made before accepting the duplicate. Yields only
+    full batches; a final partial batch is dropped (callers plan multiples of `batch_size`).
+    """
+    buf: list[tuple] = []
+    batch: list[tuple] = []
+    in_batch: set[int] = set()
+
+    def take() -> tuple:
+        j = rng.randrange(len(buf))
+        for _ in range(tries):
+            if buf[j][2] not in in_batch:
+                break
+            j = rng.randrange(len(buf))
+        item = buf[j]
+        buf[j] = buf[-1]
+        buf.pop()
+        return item
+
+    def pending() -> Iterator[tuple]:
+        for item in items:
+            buf.append(item)
+            if len(buf) >= buffer_size:
+                yield take()
+        while buf:
+            yield take()
+
+    for item in pending():
+        batch.append(item)
+        in_batch.add(item[2])
+        if len(batch) == batch_size:
+            yield batch
+            batch, in_batch = [], set()
+
+
+class _EvalStream(_Stream):
+    """Common part of the two eval streams: plan, padding, batch counting."""
+
+    unit = "images"
+
+    def __init__(self, shards: Sequence[ShardInfo], **kw: Any) -> None:
+        super().__init__(shards, **kw)
+        sizes = [getattr(s, self.unit) for s in self.shards]
+        self.plan: EvalPlan = eval_plan(sizes, self.world_size, self.workers, self.batch_size)
+
+    def __len__(self) -> int:
+        return self.plan.workers * self.plan.batches_per_slot
+
+    @property
+    def num_items(self) -> int:
+        return sum(getattr(s, self.unit) for s in self.shards)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        worker = _worker(self.workers)
+        slot = self.plan.slot(self.rank, worker)
+        items = self._items(self.plan.segments[slot])
+        padded = itertools.chain(items, itertools.repeat(None))
+        for _ in range(self.plan.batches_per_slot):
+            yield self._collate([next(padded) for _ in range(self.batch_size)])
+        leftover = next(items, None)
+        if leftover is not None:
+            raise RuntimeError("eval stream has more items than planned: shards changed?")
+
+    def _items(self, segments: Sequence[Segment]) -> Iterator[tuple]:
+        raise NotImplementedError
+
+    def _collate(self, batch: list[tuple | None]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+class EvalImageStream(_EvalStream):
+    """Every image once: batches of image [B,3,H,W], image_index, pid, valid."""
+
+    unit = "images"
+
+    def __init__(self, shards: Sequence[ShardInfo], **kw: Any) -> None:
+        super().__init__(shards, **kw)
+        # = eval_transform per image, with the normalisation done once per batch
+        self.resize = resize_transform(self.image_size)
+        self.normalize = normalize_transform()
+
+    def _items(self, segments: Sequence[Segment]) -> Iterator[tuple]:
+        for seg in segments:
+            for position, sample in _samples(self.shards[seg.shard], seg.hi):
+                if position >= seg.lo:
+                    image = self.resize(decode_image(sample.image_bytes())).as_subclass(torch.Tensor)
+                    yield image, sample.image_index, _pid(sample, self.person)
+
+    def _collate(self, batch: list[tuple | None]) -> dict[str, torch.Tensor]:
+        blank = torch.zeros(3, *self.image_size, dtype=torch.uint8)
+        valid = torch.tensor([item is not None for item in batch], dtype=torch.bool)
+        images = self.normalize(torch.stack([blank if item is None else item[0] for item in batch]))
+        images[~valid] = 0.0  # padding: an all-zero image
+        return {
+            "image": images,
+            "image_index": torch.tensor(
+                [-1 if item is None else item[1] for item in batch], dtype=torch.int64
+            ),
+            "pid": torch.tensor([-1 if item is None else item[2] for item in batch], dtype=torch.int64),
+            "valid": valid,
+        }
+
+
+class EvalTextStream(_EvalStream):
+    """Every caption once: batches of text [B,L], caption_index, image_index (owner), pid, valid."""
+
+    unit = "captions"
+
+    def _items(self, segments: Sequence[Segment]) -> Iterator[tuple]:
+        for sample, kept in _caption_items(self.shards, segments, json_only=True):
+            pid = _pid(sample, self.person)
+            for caption_index, caption in kept:
+                yield caption, caption_index, sample.image_index, pid
+
+    def _collate(self, batch: list[tuple | None]) -> dict[str, torch.Tensor]:
+        # padding rows: the tokenized empty string, a well-formed sequence for any text encoder
+        texts = ["" if item is None else item[0] for item in batch]
+        return {
+            "text": self._tokenize(texts),
+            "caption_index": torch.tensor(
+                [-1 if item is None else item[1] for item in batch], dtype=torch.int64
+            ),
+            "image_index": torch.tensor(
+                [-1 if item is None else item[2] for item in batch], dtype=torch.int64
+            ),
+            "pid": torch.tensor([-1 if item is None else item[3] for item in batch], dtype=torch.int64),
+            "valid": torch.tensor([item is not None for item in batch], dtype=torch.bool),
+        }
+
+
+class EpochDataLoader(DataLoader):
+    """A DataLoader that tells its `TrainStream` which epoch starts each time it is iterated.
+
+    `epoch_fn()` (e.g. the Trainer's `current_epoch`) wins when it returns an int; otherwise the
+    loader counts its own iterations. Needed because Lightning only calls `set_epoch` on samplers,
+    and an iterable dataset has none.
+    """
+
+    def __init__(
+        self, dataset: TrainStream, *args: Any, epoch_fn: Callable[[], int | None] | None = None, **kw: Any
+    ):
+        super().__init__(dataset, *args, **kw)
+        self._epoch_fn = epoch_fn
+        self._next_epoch = 0
+
+    def __iter__(self) -> Any:
+        epoch = self._epoch_fn() if self._epoch_fn is not None else None
+        if epoch is None:
+            epoch = self._next_epoch
+        self.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
+        self._next_epoch = epoch + 1
+        return super().__iter__()

@@ -1,0 +1,174 @@
+"""`RetrievalMethod`: what every method shares, so a method file holds only its heads and losses.
+
+Shared here: the backbone, the optimizer and schedule (from config), the evaluation loop (encode
+every image and every caption once, gather across ranks, score every inference mode with the
+metrics package) and the efficiency figures the leaderboard reports.
+
+A method subclasses this, builds its heads in `__init__`, implements `training_step` (returning
+the total loss after `log_losses`) and, when its retrieval features are not the normalised global
+embeddings, overrides `image_features` / `text_features`. Extra inference modes (two-stage,
+fine-grained) are added by overriding `inference_modes`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from xmodal_bench.backbones import create_backbone
+from xmodal_bench.methods.optim import build_optimizer, build_scheduler
+from xmodal_bench.metrics import EmbeddingCollector
+from xmodal_bench.retrieval.evaluation import EvalInputs, InferenceMode, evaluate_modes, global_mode
+
+
+class RetrievalMethod(L.LightningModule):
+    """Base LightningModule of every retrieval method (not registered itself)."""
+
+    method_name = "base"
+
+    def __init__(self, cfg: DictConfig | dict) -> None:
+        super().__init__()
+        if not isinstance(cfg, DictConfig):
+            cfg = OmegaConf.create(cfg)
+        self.cfg = cfg
+        self.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
+        self.backbone = create_backbone(
+            cfg.backbone.model,
+            pretrained=cfg.backbone.pretrained,
+            image_size=list(cfg.data.image_size),
+            context_length=cfg.backbone.context_length,
+        )
+        self.eval_results: dict[str, dict[str, Any]] = {}
+        self._encode_seconds = {"image": 0.0, "text": 0.0}
+        self._encode_count = {"image": 0, "text": 0}
+        self._collectors: dict[str, EmbeddingCollector] = {}
+
+    # ------------------------------------------------------------------ features (override as needed)
+
+    def image_features(self, images: Tensor) -> dict[str, Tensor]:
+        """Features stored for every gallery image at evaluation; `global` is L2-normalised."""
+        pooled, _ = self.backbone.encode_image(images)
+        return {"global": F.normalize(pooled.float(), dim=-1)}
+
+    def text_features(self, ids: Tensor) -> dict[str, Tensor]:
+        """Features stored for every caption at evaluation; `global` is L2-normalised."""
+        pooled, _, _ = self.backbone.encode_text(ids)
+        return {"global": F.normalize(pooled.float(), dim=-1)}
+
+    def inference_modes(self) -> list[InferenceMode]:
+        """How this method ranks a gallery; the first mode is the leaderboard's main row."""
+        return [global_mode()]
+
+    # ------------------------------------------------------------------ training helpers
+
+    def log_losses(self, losses: dict[str, Tensor], batch_size: int, **extra: Tensor | float) -> Tensor:
+        """Log every loss term as `train/<name>` plus their sum as `train/loss`; return the sum."""
+        total = torch.stack([value for value in losses.values()]).sum()
+        logged = {f"train/{name}": value.detach() for name, value in losses.items()}
+        logged.update({f"train/{name}": value for name, value in extra.items()})
+        logged["train/loss"] = total.detach()
+        self.log_dict(logged, batch_size=batch_size, prog_bar=False)
+        self.log("loss", total.detach(), batch_size=batch_size, prog_bar=True, logger=False)
+        return total
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self, self.cfg.optim)
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        steps_per_epoch = total_steps / max(1, self.trainer.max_epochs)
+        scheduler = build_scheduler(optimizer, self.cfg.optim, total_steps, steps_per_epoch)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ evaluation loop
+
+    def _start_eval(self) -> None:
+        self._collectors = {"image": EmbeddingCollector().to(self.device), "text": EmbeddingCollector().to(self.device)}
+        self._encode_seconds = {"image": 0.0, "text": 0.0}
+        self._encode_count = {"image": 0, "text": 0}
+
+    def _eval_step(self, batch: dict[str, Tensor], dataloader_idx: int) -> None:
+        modality = "image" if dataloader_idx == 0 else "text"
+        start = _synchronized_time(self.device)
+        with torch.no_grad():
+            feats = self.image_features(batch["image"]) if modality == "image" else self.text_features(batch["text"])
+        self._encode_seconds[modality] += _synchronized_time(self.device) - start
+        self._encode_count[modality] += int(batch["valid"].sum())
+        index = batch["image_index"] if modality == "image" else batch["caption_index"]
+        self._collectors[modality].update(
+            feats,
+            index=index,
+            valid=batch["valid"],
+            pid=batch["pid"],
+            image_index=batch["image_index"],
+        )
+
+    def _finish_eval(self, split: str, full: bool) -> dict[str, Any]:
+        datamodule = self.trainer.datamodule
+        n_images, n_captions = datamodule.split_counts(split)
+        images = self._collectors["image"].compute(expected=n_images)
+        texts = self._collectors["text"].compute(expected=n_captions)
+        inputs = EvalInputs(
+            images=images,
+            texts=texts,
+            protocol=self.cfg.data.protocol if split == self.cfg.data.test_split else _plain(self.cfg.data.protocol),
+            chunk_size=self.cfg.eval.chunk_size,
+        )
+        modes = self.inference_modes() if full else self.inference_modes()[:1]
+        report = evaluate_modes(
+            self,
+            inputs,
+            modes,
+            with_latency=full,
+            latency_queries=self.cfg.eval.latency_queries,
+            top_k=self.cfg.eval.latency_top_k,
+        )
+        report["encode"] = {
+            "images_per_s": self._encode_count["image"] / max(self._encode_seconds["image"], 1e-9),
+            "texts_per_s": self._encode_count["text"] / max(self._encode_seconds["text"], 1e-9),
+        }
+        self._collectors = {}
+        return report
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self._collectors = {}
+            return
+        report = self._finish_eval(self.cfg.data.val_split, full=False)
+        main = report["modes"][report["primary_mode"]]["metrics"]
+        self.log_dict({f"val/{k}": float(v) for k, v in main.items()}, sync_dist=False, rank_zero_only=False)
+        self.eval_results["val"] = report
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval()
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        report = self._finish_eval(self.cfg.data.test_split, full=True)
+        for mode, result in report["modes"].items():
+            prefix = "test" if mode == report["primary_mode"] else f"test_{mode}"
+            self.log_dict({f"{prefix}/{k}": float(v) for k, v in result["metrics"].items()}, rank_zero_only=False)
+        self.eval_results["test"] = report
+
+
+def _plain(protocol: str) -> str:
+    """Validation uses the plain protocol (COCO's 5-fold 1K split is a test-time protocol)."""
+    return "caption" if protocol == "coco" else protocol
+
+
+def _synchronized_time(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()

@@ -1,0 +1,89 @@
+"""The results record of one run (`results.json`) and atomic file writes.
+
+One file per (method, dataset, scale, seed) run, self-describing: what ran (method, dataset,
+protocol, resolved config), what it scored (every inference mode, the primary one repeated as
+`metrics`), what it cost (efficiency) and where (versions, git sha, hardware).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS_SCHEMA = 1
+RESULTS_FILE = "results.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the new one, never a half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def git_sha(cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ("torch", "lightning", "torchmetrics", "open_clip_torch", "webdataset", "xmodal-bench"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info
+
+
+def read_results(path: Path) -> dict[str, Any] | None:
+    """A results file, or None when it is missing, half-written or of another schema."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("schema") == RESULTS_SCHEMA else None
+
+
+def find_results(runs_dir: Path) -> list[dict[str, Any]]:
+    """Every valid results record under `runs_dir` (layout `{dataset}/{method}/{run_id}/results.json`)."""
+    records = []
+    for path in sorted(runs_dir.glob(f"*/*/*/{RESULTS_FILE}")):
+        record = read_results(path)
+        if record is not None:
+            record["_path"] = str(path)
+            records.append(record)
+    return records

@@ -1,0 +1,208 @@
+"""One benchmark run: fit a method on a dataset, test it, write `results.json`, refresh the leaderboard.
+
+Layout of a run: `{runs_dir}/{dataset}/{method}/{run_id}/` with `config.yaml` (the resolved
+config), `checkpoints/`, `logs/` (CSV metrics) and `results.json`. The run id is derived from the
+config (scale, seed and a hash of everything else), so the same config always lands in the same
+folder: re-running replaces its results instead of adding a duplicate row to the leaderboard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig
+
+from datamodules import RetrievalDataModule, ensure_synthetic, read_manifest
+from xmodal_bench.backbones import count_parameters
+from xmodal_bench.config import to_dict, to_yaml
+from xmodal_bench.errors import UserError
+from xmodal_bench.registry import create_method, dataset_info
+from xmodal_bench.sweep.callbacks import EfficiencyMonitor
+from xmodal_bench.sweep.leaderboard import write_leaderboard
+from xmodal_bench.sweep.results import (
+    RESULTS_FILE,
+    RESULTS_SCHEMA,
+    atomic_write_json,
+    atomic_write_text,
+    git_sha,
+    hardware,
+    versions,
+)
+
+# Config keys that say where things go, not what is computed: left out of the run id.
+_NON_IDENTITY_KEYS = ("runs_dir", "leaderboards_dir", "run_id")
+
+
+def run_id_for(cfg: DictConfig) -> str:
+    if cfg.run_id:
+        return str(cfg.run_id)
+    identity = {k: v for k, v in to_dict(cfg).items() if k not in _NON_IDENTITY_KEYS}
+    identity["data"] = {k: v for k, v in identity["data"].items() if k != "root"}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{cfg.scale}-seed{cfg.seed}-{digest}"
+
+
+def run_dir_for(cfg: DictConfig) -> Path:
+    return Path(cfg.runs_dir) / cfg.data.name / cfg.method / run_id_for(cfg)
+
+
+def prepare_data(cfg: DictConfig) -> Path:
+    """Make sure the dataset exists and is intact before anything is built.
+
+    Synthetic sets are generated (and cached); a real set must have been converted, and its
+    manifest must match its shards, else one UserError says where we looked and what to run.
+    """
+    info = dataset_info(cfg.data.name)
+    root = Path(cfg.data.root)
+    if info.synthetic:
+        ensure_synthetic(root, cfg.data.name, **dict(cfg.data.synthetic))
+        return root
+    manifest = root / cfg.data.name / "manifest.json"
+    if not manifest.is_file():
+        where = f" (raw data: {info.obtain})" if info.obtain else ""
+        command = info.convert.replace("ROOT", str(root))
+        raise UserError(f"no dataset {cfg.data.name!r} at {manifest.parent}: convert it first with `{command}`{where}")
+    splits = [s for s in (cfg.data.train_split, cfg.data.val_split, cfg.data.test_split) if s]
+    read_manifest(root, cfg.data.name, splits=splits)
+    return root
+
+
+def build_datamodule(cfg: DictConfig, tokenizer: Any) -> RetrievalDataModule:
+    d = cfg.data
+    return RetrievalDataModule(
+        root=d.root,
+        dataset=d.name,
+        tokenizer=tokenizer,
+        batch_size=d.batch_size,
+        eval_batch_size=d.eval_batch_size,
+        workers=d.workers,
+        image_size=tuple(d.image_size),
+        augment=d.augment,
+        train_split=d.train_split,
+        val_split=d.val_split,
+        test_split=d.test_split,
+        shuffle_buffer=d.shuffle_buffer,
+        seed=cfg.seed,
+    )
+
+
+def monitor_for(cfg: DictConfig) -> str:
+    """The validation metric that selects the best checkpoint."""
+    return "val/r1" if cfg.data.protocol == "person" else "val/rsum"
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
+    t = cfg.trainer
+    has_val = cfg.data.val_split is not None
+    return L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        max_epochs=t.max_epochs,
+        gradient_clip_val=t.gradient_clip_val,
+        log_every_n_steps=t.log_every_n_steps,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=None if has_val else 0,
+        num_sanity_val_steps=0,
+        deterministic=t.deterministic,
+        default_root_dir=run_dir,
+        logger=CSVLogger(save_dir=run_dir, name="logs", version=""),
+        callbacks=callbacks,
+        enable_model_summary=False,
+    )
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_max_rss"
+
+
+def bench(cfg: DictConfig) -> dict[str, Any]:
+    """Fit + test one (method, dataset) pair; returns the results record (written on rank 0)."""
+    started = time.perf_counter()
+    prepare_data(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    method = create_method(cfg)
+    datamodule = build_datamodule(cfg, method.backbone.tokenizer())
+    run_dir = run_dir_for(cfg)
+    checkpoints = run_dir / "checkpoints"
+    has_val = cfg.data.val_split is not None
+    checkpoint = ModelCheckpoint(
+        dirpath=checkpoints,
+        filename="best",
+        monitor=monitor_for(cfg) if has_val else None,
+        mode="max",
+        save_last=True,
+        enable_version_counter=False,
+    )
+    efficiency = EfficiencyMonitor()
+    trainer = build_trainer(cfg, run_dir, [checkpoint, efficiency])
+    if trainer.is_global_zero:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # a rerun of the same config starts fresh
+        shutil.rmtree(run_dir / "logs", ignore_errors=True)
+        (run_dir / RESULTS_FILE).unlink(missing_ok=True)
+        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+    trainer.fit(method, datamodule=datamodule)
+    fit_seconds = time.perf_counter() - started
+    which = "best" if cfg.eval.checkpoint == "best" and has_val and checkpoint.best_model_path else "last"
+    trainer.test(method, datamodule=datamodule, ckpt_path=which, verbose=False)
+    report = method.eval_results["test"]
+    memory, memory_kind = peak_memory_mb(method.device)
+    primary = report["primary_mode"]
+    record = {
+        "schema": RESULTS_SCHEMA,
+        "method": cfg.method,
+        "dataset": cfg.data.name,
+        "protocol": cfg.data.protocol,
+        "scale": cfg.scale,
+        "seed": cfg.seed,
+        "run_id": run_id_for(cfg),
+        "primary_mode": primary,
+        "metrics": report["modes"][primary]["metrics"],
+        "modes": report["modes"],
+        "efficiency": {
+            **efficiency.summary(),
+            **report["encode"],
+            "latency_ms": report["modes"][primary].get("latency_ms", {}),
+            "params_m": count_parameters(method) / 1e6,
+            "peak_memory_mb": memory,
+            "peak_memory_kind": memory_kind,
+            "fit_seconds": fit_seconds,
+            "devices": trainer.world_size,
+        },
+        "training": {
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+            "tested_checkpoint": which,
+            "best_val": _best_val(checkpoint),
+        },
+        "environment": {"versions": versions(), "git_sha": git_sha(Path(__file__).parent), "hardware": hardware()},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": time.perf_counter() - started,
+        "config": to_dict(cfg),
+    }
+    if trainer.is_global_zero:
+        atomic_write_json(run_dir / RESULTS_FILE, record)
+        write_leaderboard(Path(cfg.runs_dir), Path(cfg.leaderboards_dir), cfg.data.name)
+    record["_run_dir"] = str(run_dir)
+    return record
+
+
+def _best_val(checkpoint: ModelCheckpoint) -> float | None:
+    score = checkpoint.best_model_score
+    return float(score) if score is not None else None
