@@ -40,11 +40,11 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from xmodal_bench.atomic import atomic_write_json
 from xmodal_bench.errors import UserError
 
 FORMAT_VERSION = 1
@@ -64,7 +64,6 @@ __all__ = [
     "read_manifest",
     "recreate_command",
     "shard_paths",
-    "write_json_atomic",
     "write_manifest",
 ]
 
@@ -95,31 +94,11 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write `obj` as JSON to `path` via a temp file in the same folder and `os.replace`.
-
-    Readers see either the old file or the complete new one, never a partial write.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_manifest(directory: str | os.PathLike, manifest: Mapping[str, Any]) -> Path:
     """Validate `manifest` and write it atomically as `{directory}/manifest.json`."""
     _check_structure(dict(manifest), where=str(directory), fix="fix the writer")
     path = Path(directory) / MANIFEST_NAME
-    write_json_atomic(path, manifest)
+    atomic_write_json(path, manifest)
     return path
 
 
@@ -216,7 +195,7 @@ def _check_shards(
     if verify is None and changed:
         # Best effort: a read-only dataset folder just means we hash again next time.
         with contextlib.suppress(OSError):
-            write_json_atomic(record_path, record)
+            atomic_write_json(record_path, record)
 
 
 def _load_record(path: Path) -> dict[str, Any]:
@@ -236,7 +215,7 @@ def seed_verified_record(directory: str | os.PathLike, manifest: Mapping[str, An
             rel = f"{split}/{shard['name']}"
             st = (base / rel).stat()
             record[rel] = [st.st_size, st.st_mtime_ns, shard["sha256"]]
-    write_json_atomic(base / VERIFIED_NAME, record)
+    atomic_write_json(base / VERIFIED_NAME, record)
 
 
 def _check_structure(manifest: dict[str, Any], where: str, fix: str) -> None:

@@ -80,14 +80,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by every command that composes a run config."""
     parser.add_argument("--method", default="clip", help="method spec, e.g. clip, irra, clip+bcls")
     parser.add_argument("--data", default="synth", help="dataset name (see `xmodal-bench list`)")
-    parser.add_argument("--data-root", default=None, help="folder holding converted datasets (default: data/)")
+    parser.add_argument(
+        "--data-root", default=None, help="folder holding converted datasets (default: data/)"
+    )
     parser.add_argument("--scale", default="tiny", choices=["tiny", "base"], help="backbone scale")
     parser.add_argument("--max-epochs", type=_positive_int, default=None)
     parser.add_argument("--devices", type=_devices, default=None, help="number of devices or 'auto'")
     parser.add_argument("--seed", type=_int, default=None)
     parser.add_argument("--runs-dir", default=None, help="where runs are written (default: runs/)")
     parser.add_argument("--leaderboards-dir", default=None, help="where leaderboards are written")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-4")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-4"
+    )
 
 
 def compose_from_args(args: argparse.Namespace) -> Any:
@@ -116,7 +120,9 @@ def format_summary(record: dict[str, Any]) -> str:
     """A short table of what a run scored and cost."""
     lines = [f"{record['method']} on {record['dataset']} ({record['protocol']} protocol, {record['scale']})"]
     for mode, entry in record["modes"].items():
-        metrics = "  ".join(f"{k}={v:.2f}" for k, v in entry["metrics"].items() if "medr" not in k and "meanr" not in k)
+        metrics = "  ".join(
+            f"{k}={v:.2f}" for k, v in entry["metrics"].items() if "medr" not in k and "meanr" not in k
+        )
         latency = entry.get("latency_ms", {})
         timing = "  ".join(f"{k}={v:.3f}" for k, v in latency.items())
         star = "*" if mode == record["primary_mode"] else " "
@@ -160,7 +166,9 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Benchmark image-text retrieval methods on shared data and metrics.")
+    parser = _Parser(
+        prog=PROG, description="Benchmark image-text retrieval methods on shared data and metrics."
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = commands.add_parser("list", help="list methods and datasets")

@@ -109,6 +109,7 @@ class RunConfig:
     runs_dir: str = "runs"
     leaderboards_dir: str = "leaderboards"
     run_id: str | None = None
+    changes: list[str] = field(default_factory=list)  # what the user set beyond the YAML files
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -171,20 +172,46 @@ def compose(
         raise UserError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     root = config_root or benchmarks_dir()
     cfg = OmegaConf.structured(schema_for(method_sections))
-    layers = [root / "methods" / f"{part}.yaml" for part in method_parts] + [root / "data" / f"{dataset}.yaml"]
+    layers = [root / "methods" / f"{part}.yaml" for part in method_parts] + [
+        root / "data" / f"{dataset}.yaml"
+    ]
     documents = [(path, read_layer(path)) for path in layers]
     for path, document in documents:
         cfg = _merge(cfg, {k: v for k, v in document.items() if k not in _META_KEYS}, str(path))
     for path, document in documents:
         scale_block = (document.get("scales") or {}).get(scale) or {}
         cfg = _merge(cfg, scale_block, f"{path} (scales.{scale})")
-    cfg = _merge(cfg, {"method": "+".join(method_parts), "scale": scale, "data": {"name": dataset}}, "arguments")
+    cfg = _merge(
+        cfg, {"method": "+".join(method_parts), "scale": scale, "data": {"name": dataset}}, "arguments"
+    )
     cfg = _merge(cfg, flags or {}, "command-line flags")
     for item in parse_overrides(overrides or []):
         cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
+    cfg.changes = describe_changes(flags or {}, overrides or [])
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+# Settings that say where things go or how many copies run, not what is measured.
+PLACEMENT_KEYS = ("seed", "runs_dir", "leaderboards_dir", "run_id", "changes", "data.root")
+
+
+def _dotted(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    items = []
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        items += _dotted(value, f"{name}.") if isinstance(value, dict) else [f"{name}={value}"]
+    return items
+
+
+def describe_changes(flags: dict[str, Any], overrides: list[str]) -> list[str]:
+    """The user's departures from the benchmark's YAML settings, as `key=value` (placement left out).
+
+    They name a run's variant: the leaderboard keeps `irra` and `irra irra.losses=[sdm]` apart.
+    """
+    changes = {item.partition("=")[0]: item for item in _dotted(flags) + list(overrides)}
+    return [item for key, item in changes.items() if key not in PLACEMENT_KEYS]
 
 
 def _require(condition: bool, message: str) -> None:
@@ -203,7 +230,9 @@ def validate(cfg: DictConfig) -> None:
     _require(d.augment in ("none", "irra"), f"data.augment={d.augment!r}; choose none or irra")
     _require(o.name in ("adam", "adamw"), f"optim.name={o.name!r}; choose adam or adamw")
     _require(o.lr > 0, "optim.lr must be positive")
-    _require(o.schedule in ("cosine", "constant"), f"optim.schedule={o.schedule!r}; choose cosine or constant")
+    _require(
+        o.schedule in ("cosine", "constant"), f"optim.schedule={o.schedule!r}; choose cosine or constant"
+    )
     _require(o.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0")
     _require(len(o.betas) == 2, "optim.betas must have two values")
     _require(t.max_epochs >= 1, "trainer.max_epochs must be at least 1")

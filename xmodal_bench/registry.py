@@ -99,7 +99,9 @@ def parse_method_spec(spec: str) -> tuple[Entry, list[Entry]]:
     base, *plugins = spec.split("+")
     if base not in _METHODS:
         known = ", ".join(sorted(_METHODS))
-        hint = f" ({base} is a plugin: put it after a base method, e.g. clip+{base})" if base in _PLUGINS else ""
+        hint = (
+            f" ({base} is a plugin: put it after a base method, e.g. clip+{base})" if base in _PLUGINS else ""
+        )
         raise UserError(f"unknown method {base!r}{hint}; known methods: {known}")
     unknown = [p for p in plugins if p not in _PLUGINS]
     if unknown:

@@ -27,11 +27,12 @@ def test_shapes_and_mask(tiny: DualEncoder) -> None:
     ids = tiny.tokenizer()(["a red circle", "two small blue squares at the bottom"])
     image, image_tokens, text, text_tokens, mask = _embed(tiny, torch.randn(2, 3, 64, 64), ids)
     assert image.shape == (2, tiny.embed_dim) and text.shape == (2, tiny.embed_dim)
-    assert image_tokens.shape == (2, (64 // 8) ** 2, tiny.image_width)
+    grid_h, grid_w = tiny.model.visual.grid_size
+    assert image_tokens.shape == (2, grid_h * grid_w, tiny.image_width)
     assert text_tokens.shape == (2, tiny.context_length, tiny.text_width)
     # mask covers start token, words and end token, nothing of the padding
     assert mask[0].sum() == (ids[0] != 0).sum() and not mask[0, -1]
-    assert tiny.project_image_tokens(image_tokens).shape == (2, 64, tiny.embed_dim)
+    assert tiny.project_image_tokens(image_tokens).shape == (2, grid_h * grid_w, tiny.embed_dim)
     assert tiny.project_text_tokens(text_tokens).shape == (2, tiny.context_length, tiny.embed_dim)
 
 
@@ -45,14 +46,15 @@ def test_projected_end_token_equals_global_text_feature(tiny: DualEncoder) -> No
 def test_rectangular_person_images() -> None:
     model = create_backbone("xmb-tiny", image_size=(96, 32))
     _, tokens = model.encode_image(torch.randn(1, 3, 96, 32))
-    assert tokens.shape[1] == (96 // 8) * (32 // 8)
+    patch_h, patch_w = model.model.visual.patch_size
+    assert tokens.shape[1] == (96 // patch_h) * (32 // patch_w)
     assert model.image_size() == (96, 32)
 
 
 def _assert_same_embeddings(a: DualEncoder, b: DualEncoder) -> None:
     torch.manual_seed(1)
     images, ids = torch.randn(2, 3, 64, 64), a.tokenizer()(["one", "two words"])
-    for x, y in zip(_embed(a, images, ids), _embed(b.eval(), images, ids)):
+    for x, y in zip(_embed(a, images, ids), _embed(b.eval(), images, ids), strict=True):
         assert torch.equal(x, y)
 
 

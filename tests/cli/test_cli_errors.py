@@ -59,7 +59,9 @@ def test_stale_manifest_is_refused_with_the_fix(capsys, synth_root, tmp_path) ->
     manifest = json.loads((root / "cuhk" / "manifest.json").read_text())
     manifest["format_version"] = 999
     (root / "cuhk" / "manifest.json").write_text(json.dumps(manifest))
-    code, _, err = _run(capsys, "bench", "--data", "cuhk", "--data-root", str(root), "--runs-dir", str(tmp_path / "r"))
+    code, _, err = _run(
+        capsys, "bench", "--data", "cuhk", "--data-root", str(root), "--runs-dir", str(tmp_path / "r")
+    )
     _assert_one_line_error(code, err, "format version 999.*re-create the dataset")
 
 
@@ -71,7 +73,9 @@ def test_python_dash_m_has_no_traceback(tmp_path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("xmodal-bench: error: unknown method") and "Traceback" not in result.stderr
+    assert (
+        result.stderr.startswith("xmodal-bench: error: unknown method") and "Traceback" not in result.stderr
+    )
 
 
 def test_list_shows_methods_and_datasets(capsys) -> None:

@@ -48,11 +48,17 @@ def test_layers_apply_in_order(root) -> None:
     assert list(cfg.data.image_size) == [96, 32]
     assert cfg.method == "toy" and cfg.data.name == "toyset" and cfg.scale == "tiny"
     base = _compose(root, scale="base")
-    assert base.backbone.model == "ViT-B-16" and list(base.data.image_size) == [384, 128] and base.optim.lr == 0.1
+    assert (
+        base.backbone.model == "ViT-B-16"
+        and list(base.data.image_size) == [384, 128]
+        and base.optim.lr == 0.1
+    )
 
 
 def test_flags_then_overrides_win(root) -> None:
-    cfg = _compose(root, flags={"seed": 7, "optim": {"lr": 0.2}}, overrides=["optim.lr=0.3", "toy.losses=[a,b]"])
+    cfg = _compose(
+        root, flags={"seed": 7, "optim": {"lr": 0.2}}, overrides=["optim.lr=0.3", "toy.losses=[a,b]"]
+    )
     assert cfg.seed == 7 and cfg.optim.lr == 0.3 and list(cfg.toy.losses) == ["a", "b"]
 
 
@@ -105,3 +111,12 @@ def test_shipped_configs_compose_for_every_method_and_dataset() -> None:
                 cfg = compose(parts, sections, dataset, scale)
                 assert cfg.method == method and cfg.data.name == dataset
 
+
+def test_changes_record_what_the_user_set_except_placement(root) -> None:
+    cfg = _compose(
+        root,
+        flags={"seed": 3, "runs_dir": "/tmp/x", "trainer": {"max_epochs": 2}, "data": {"root": "/d"}},
+        overrides=["toy.margin=0.5", "seed=4", "toy.margin=0.6"],
+    )
+    assert list(cfg.changes) == ["trainer.max_epochs=2", "toy.margin=0.6"]
+    assert list(_compose(root).changes) == []

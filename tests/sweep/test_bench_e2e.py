@@ -26,27 +26,40 @@ def _bench(synth_root, tmp_path, synth_params, dataset: str, *extra: str) -> int
 
 
 def _results(tmp_path, dataset: str) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((tmp_path / "runs" / dataset).glob("clip/*/results.json"))]
+    return [
+        json.loads(p.read_text()) for p in sorted((tmp_path / "runs" / dataset).glob("clip/*/results.json"))
+    ]
 
 
-def test_caption_protocol_run_writes_results_and_leaderboard(synth_root, tmp_path, synth_params, capsys) -> None:
+def test_caption_protocol_run_writes_results_and_leaderboard(
+    synth_root, tmp_path, synth_params, capsys
+) -> None:
     assert _bench(synth_root, tmp_path, synth_params, "synth") == 0
     out = capsys.readouterr().out
     assert "clip on synth" in out and "rsum=" in out
     (record,) = _results(tmp_path, "synth")
     assert record["method"] == "clip" and record["dataset"] == "synth" and record["protocol"] == "caption"
     assert set(record["metrics"]) == set(CAPTION_METRIC_NAMES)
-    assert all(0 <= record["metrics"][k] <= 100 for k in CAPTION_METRIC_NAMES if "_r" in k and "medr" not in k)
-    assert record["primary_mode"] == "global" and set(record["modes"]["global"]["latency_ms"]) == {"t2i_ms", "i2t_ms"}
+    assert all(
+        0 <= record["metrics"][k] <= 100 for k in CAPTION_METRIC_NAMES if "_r" in k and "medr" not in k
+    )
+    assert record["primary_mode"] == "global" and set(record["modes"]["global"]["latency_ms"]) == {
+        "t2i_ms",
+        "i2t_ms",
+    }
     efficiency = record["efficiency"]
     for key in ("train_samples_per_s", "images_per_s", "texts_per_s", "params_m", "peak_memory_mb"):
         assert efficiency[key] > 0, key
     assert record["environment"]["versions"]["torch"] and record["training"]["steps"] == 64 * 5 // 16
     run_dir = tmp_path / "runs" / "synth" / "clip" / record["run_id"]
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["optim"]["lr"] == record["config"]["optim"]["lr"]
+    assert (
+        yaml.safe_load((run_dir / "config.yaml").read_text())["optim"]["lr"]
+        == record["config"]["optim"]["lr"]
+    )
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert record["changes"][:2] == ["trainer.max_epochs=1", "data.batch_size=16"]
     board = (tmp_path / "boards" / "synth.md").read_text()
-    assert "| clip | tiny | 1 |" in board
+    assert "| clip trainer.max_epochs=1 data.batch_size=16" in board and "| tiny | 1 |" in board
 
     # the same config lands in the same run folder: a rerun replaces, never duplicates, its row
     assert _bench(synth_root, tmp_path, synth_params, "synth") == 0
@@ -54,7 +67,7 @@ def test_caption_protocol_run_writes_results_and_leaderboard(synth_root, tmp_pat
     # another seed is another run, and the leaderboard averages the two
     assert _bench(synth_root, tmp_path, synth_params, "synth", "seed=1") == 0
     assert len(_results(tmp_path, "synth")) == 2
-    assert "| clip | tiny | 2 |" in (tmp_path / "boards" / "synth.md").read_text()
+    assert "| tiny | 2 |" in (tmp_path / "boards" / "synth.md").read_text()
 
 
 def test_person_protocol_run(synth_root, tmp_path, synth_params) -> None:

@@ -8,15 +8,18 @@ import json
 
 import pytest
 
+from xmodal_bench.atomic import atomic_write_json
 from xmodal_bench.sweep.leaderboard import build_leaderboard, write_leaderboard
-from xmodal_bench.sweep.results import RESULTS_SCHEMA, atomic_write_json, find_results
+from xmodal_bench.sweep.results import RESULTS_SCHEMA, find_results
 
 
 def _metrics(r1: float) -> dict[str, float]:
     return {"r1": r1, "r5": r1 + 10, "r10": r1 + 20, "map": r1 / 2, "minp": r1 / 4}
 
 
-def _record(method: str, seed: int, modes: dict[str, tuple[float, float]], dataset: str = "synth_reid") -> dict:
+def _record(
+    method: str, seed: int, modes: dict[str, tuple[float, float]], dataset: str = "synth_reid", changes=()
+) -> dict:
     """A results record; `modes` maps mode name -> (R@1, t2i ms/query), the first mode is primary."""
     entries = {m: {"metrics": _metrics(r1), "latency_ms": {"t2i_ms": ms}} for m, (r1, ms) in modes.items()}
     primary = next(iter(modes))
@@ -27,10 +30,17 @@ def _record(method: str, seed: int, modes: dict[str, tuple[float, float]], datas
         "protocol": "person",
         "scale": "tiny",
         "seed": seed,
+        "config_id": f"{method}:{','.join(changes)}",
+        "changes": list(changes),
         "primary_mode": primary,
         "metrics": entries[primary]["metrics"],
         "modes": entries,
-        "efficiency": {"train_samples_per_s": 100.0 + seed, "images_per_s": 50.0, "params_m": 7.0, "peak_memory_mb": 900},
+        "efficiency": {
+            "train_samples_per_s": 100.0 + seed,
+            "images_per_s": 50.0,
+            "params_m": 7.0,
+            "peak_memory_mb": 900,
+        },
     }
 
 
@@ -40,26 +50,31 @@ def runs(tmp_path):
         _record("clip", 0, {"global": (40.0, 0.02)}),
         _record("clip", 1, {"global": (42.0, 0.02)}),
         _record("irra", 0, {"global": (50.0, 0.03)}),
+        _record("irra", 0, {"global": (35.0, 0.03)}, changes=["irra.losses=[sdm]"]),
         _record("tgdt", 0, {"fused": (45.0, 0.5), "global": (30.0, 0.01)}),
         _record("clip", 0, {"global": (10.0, 0.1)}, dataset="synth"),
     ]
     for i, record in enumerate(records):
-        atomic_write_json(tmp_path / record["dataset"] / record["method"] / f"run{i}" / "results.json", record)
+        atomic_write_json(
+            tmp_path / record["dataset"] / record["method"] / f"run{i}" / "results.json", record
+        )
     (tmp_path / "synth" / "clip" / "broken").mkdir(parents=True)
     (tmp_path / "synth" / "clip" / "broken" / "results.json").write_text("{half a fi")
     return tmp_path
 
 
 def test_find_results_skips_broken_files(runs) -> None:
-    assert len(find_results(runs)) == 5
+    assert len(find_results(runs)) == 6
 
 
 def test_rows_group_seeds_and_list_secondary_modes(runs) -> None:
     board = build_leaderboard(find_results(runs), "synth_reid")
     labels = [row.label for row in board.rows]
-    assert labels == ["clip", "irra", "tgdt", "tgdt · global"]
+    assert labels == ["clip", "irra", "irra irra.losses=[sdm]", "tgdt", "tgdt · global"]
     clip = board.rows[0]
-    assert clip.seeds == 2 and clip.mean("r1") == pytest.approx(41.0) and clip.std("r1") == pytest.approx(2**0.5)
+    assert (
+        clip.seeds == 2 and clip.mean("r1") == pytest.approx(41.0) and clip.std("r1") == pytest.approx(2**0.5)
+    )
 
 
 def test_markdown_bolds_the_best_of_each_column(runs) -> None:
@@ -79,4 +94,5 @@ def test_write_leaderboard_outputs_agree(runs, tmp_path) -> None:
     table = list(csv.DictReader(io.StringIO(paths[1].read_text())))
     assert [r["method"] for r in rows] == [r["method"] for r in table]
     assert float(table[1]["r1"]) == rows[1]["r1"] == 50.0
+    assert rows[2]["r1"] == 35.0  # the ablation is a row of its own, not averaged into irra
     assert not list(out.glob(".*tmp"))  # no temp files left behind

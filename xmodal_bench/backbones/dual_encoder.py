@@ -48,7 +48,11 @@ class DualEncoder(nn.Module):
                 "(see open_clip.list_models())"
             )
         is_file = pretrained is not None and Path(pretrained).exists()
-        if pretrained is not None and not is_file and pretrained not in open_clip.list_pretrained_tags_by_model(model):
+        if (
+            pretrained is not None
+            and not is_file
+            and pretrained not in open_clip.list_pretrained_tags_by_model(model)
+        ):
             raise UserError(
                 f"pretrained={pretrained!r} is neither a file nor a known tag of {model}; tags: "
                 f"{', '.join(open_clip.list_pretrained_tags_by_model(model)) or 'none'}"
@@ -151,4 +155,3 @@ def count_parameters(module: nn.Module) -> int:
 
 
 __all__ = ["PAD_TOKEN_ID", "DualEncoder", "count_parameters", "create_backbone"]
-

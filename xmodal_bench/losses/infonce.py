@@ -35,4 +35,6 @@ def infonce(image: Tensor, text: Tensor, logit_scale: Tensor, positives: Tensor 
     if positives is None:
         labels = torch.arange(logits.shape[0], device=logits.device)
         return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-    return (soft_target_cross_entropy(logits, positives) + soft_target_cross_entropy(logits.T, positives.T)) / 2
+    return (
+        soft_target_cross_entropy(logits, positives) + soft_target_cross_entropy(logits.T, positives.T)
+    ) / 2

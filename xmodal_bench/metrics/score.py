@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from xmodal_bench.atomic import atomic_write_json
 from xmodal_bench.errors import UserError
 from xmodal_bench.metrics.caption import caption_retrieval
 from xmodal_bench.metrics.coco import coco_1k, coco_5k, coco_retrieval
@@ -122,23 +121,6 @@ def score_files(
     return _CAPTION_PROTOCOLS[protocol](images, texts, owner, chunk_size)
 
 
-def write_json_atomic(data: dict, path: Path) -> None:
-    """Write `data` as JSON to `path` via a temp file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(data, file, indent=2)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -191,5 +173,5 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(metrics))
     if args.out is not None:
-        write_json_atomic(metrics, args.out)
+        atomic_write_json(args.out, metrics)
     return 0

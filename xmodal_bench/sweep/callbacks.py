@@ -36,7 +36,9 @@ class EfficiencyMonitor(L.Callback):
         self._epoch_step = 0
         self._last_end = None
 
-    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._batch_start = _now(module)
 
     def on_train_batch_end(

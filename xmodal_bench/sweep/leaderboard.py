@@ -1,7 +1,8 @@
 """Leaderboards: one table per dataset from every `results.json`, as markdown, csv and json.
 
-Rows are (method, scale, inference mode), the method's primary mode first; seeds of the same row
-are averaged (mean ± std). Columns are the protocol's metrics, then efficiency. The best value of
+Rows are (method, scale, config, inference mode), the method's primary mode first: runs that
+differ only by seed share a row and are averaged (mean ± std); a run with other settings (an
+ablation, more epochs) gets its own row, labelled with what it changed. Columns are the protocol's metrics, then efficiency. The best value of
 each column is in bold (highest for recalls, mAP and throughput; lowest for ranks, latency,
 parameters and memory).
 """
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xmodal_bench.sweep.results import atomic_write_json, atomic_write_text, find_results
+from xmodal_bench.atomic import atomic_write_json, atomic_write_text
+from xmodal_bench.sweep.results import find_results
 
 
 @dataclass(frozen=True)
@@ -74,10 +76,12 @@ class Row:
     mode: str
     primary: bool
     values: dict[str, list[float]]  # column key -> one value per seed
+    changes: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
-        return self.method if self.primary else f"{self.method} · {self.mode}"
+        name = " ".join([self.method, *self.changes])
+        return name if self.primary else f"{name} · {self.mode}"
 
     def mean(self, key: str) -> float | None:
         values = self.values.get(key) or []
@@ -103,16 +107,19 @@ def _row_values(record: dict[str, Any], mode: str) -> dict[str, float]:
 
 
 def build_rows(records: list[dict[str, Any]]) -> list[Row]:
-    """Group records by (method, scale, mode); each record contributes one value per column."""
-    grouped: dict[tuple[str, str, str], Row] = {}
+    """Group records by (method, scale, config id, mode); each record adds one value per column."""
+    grouped: dict[tuple[str, str, str, str], Row] = {}
     for record in records:
+        scale, changes = record.get("scale", ""), tuple(record.get("changes") or ())
         for mode in record["modes"]:
             primary = mode == record["primary_mode"]
-            key = (record["method"], record.get("scale", ""), mode)
-            row = grouped.setdefault(key, Row(record["method"], record.get("scale", ""), mode, primary, defaultdict(list)))
+            key = (record["method"], scale, record.get("config_id", ""), mode)
+            row = grouped.setdefault(
+                key, Row(record["method"], scale, mode, primary, defaultdict(list), changes)
+            )
             for column, value in _row_values(record, mode).items():
                 row.values[column].append(value)
-    return sorted(grouped.values(), key=lambda r: (r.scale, r.method, not r.primary, r.mode))
+    return sorted(grouped.values(), key=lambda r: (r.scale, r.method, r.changes, not r.primary, r.mode))
 
 
 def _best(rows: list[Row], column: Column) -> float | None:
@@ -159,8 +166,10 @@ class Leaderboard:
             for column in columns:
                 text = _cell(row, column)
                 mean = row.mean(column.key)
-                bold = mean is not None and best[column.key] is not None and round(mean, column.digits) == round(
-                    best[column.key], column.digits
+                bold = (
+                    mean is not None
+                    and best[column.key] is not None
+                    and round(mean, column.digits) == round(best[column.key], column.digits)
                 )
                 cells.append(f"**{text}**" if bold and len(self.rows) > 1 else text)
             lines.append("| " + " | ".join([row.label, row.scale, str(row.seeds), *cells]) + " |")
@@ -169,8 +178,13 @@ class Leaderboard:
     def records(self) -> list[dict[str, Any]]:
         out = []
         for row in self.rows:
-            record: dict[str, Any] = {"method": row.method, "scale": row.scale, "mode": row.mode,
-                                      "primary": row.primary, "seeds": row.seeds}
+            record: dict[str, Any] = {
+                "method": row.method,
+                "scale": row.scale,
+                "mode": row.mode,
+                "primary": row.primary,
+                "seeds": row.seeds,
+            }
             for column in self.columns:
                 record[column.key] = row.mean(column.key)
                 record[f"{column.key}_std"] = row.std(column.key)

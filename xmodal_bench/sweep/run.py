@@ -24,8 +24,9 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
 from datamodules import RetrievalDataModule, ensure_synthetic, read_manifest
+from xmodal_bench.atomic import atomic_write_json, atomic_write_text
 from xmodal_bench.backbones import count_parameters
-from xmodal_bench.config import to_dict, to_yaml
+from xmodal_bench.config import PLACEMENT_KEYS, to_dict, to_yaml
 from xmodal_bench.errors import UserError
 from xmodal_bench.registry import create_method, dataset_info
 from xmodal_bench.sweep.callbacks import EfficiencyMonitor
@@ -33,24 +34,29 @@ from xmodal_bench.sweep.leaderboard import write_leaderboard
 from xmodal_bench.sweep.results import (
     RESULTS_FILE,
     RESULTS_SCHEMA,
-    atomic_write_json,
-    atomic_write_text,
     git_sha,
     hardware,
     versions,
 )
 
-# Config keys that say where things go, not what is computed: left out of the run id.
-_NON_IDENTITY_KEYS = ("runs_dir", "leaderboards_dir", "run_id")
+
+def config_id(cfg: DictConfig) -> str:
+    """A short hash of everything that decides what a run measures (seed and paths left out).
+
+    Runs with the same config id differ only by seed: the leaderboard averages them.
+    """
+    identity = to_dict(cfg)
+    for key in PLACEMENT_KEYS:
+        *parents, leaf = key.split(".")
+        node = identity
+        for parent in parents:
+            node = node[parent]
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def run_id_for(cfg: DictConfig) -> str:
-    if cfg.run_id:
-        return str(cfg.run_id)
-    identity = {k: v for k, v in to_dict(cfg).items() if k not in _NON_IDENTITY_KEYS}
-    identity["data"] = {k: v for k, v in identity["data"].items() if k != "root"}
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{cfg.scale}-seed{cfg.seed}-{digest}"
+    return str(cfg.run_id) if cfg.run_id else f"{cfg.scale}-{config_id(cfg)}-seed{cfg.seed}"
 
 
 def run_dir_for(cfg: DictConfig) -> Path:
@@ -72,7 +78,9 @@ def prepare_data(cfg: DictConfig) -> Path:
     if not manifest.is_file():
         where = f" (raw data: {info.obtain})" if info.obtain else ""
         command = info.convert.replace("ROOT", str(root))
-        raise UserError(f"no dataset {cfg.data.name!r} at {manifest.parent}: convert it first with `{command}`{where}")
+        raise UserError(
+            f"no dataset {cfg.data.name!r} at {manifest.parent}: convert it first with `{command}`{where}"
+        )
     splits = [s for s in (cfg.data.train_split, cfg.data.val_split, cfg.data.test_split) if s]
     read_manifest(root, cfg.data.name, splits=splits)
     return root
@@ -172,6 +180,8 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         "scale": cfg.scale,
         "seed": cfg.seed,
         "run_id": run_id_for(cfg),
+        "config_id": config_id(cfg),
+        "changes": list(cfg.changes),
         "primary_mode": primary,
         "metrics": report["modes"][primary]["metrics"],
         "modes": report["modes"],
@@ -191,7 +201,11 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
             "tested_checkpoint": which,
             "best_val": _best_val(checkpoint),
         },
-        "environment": {"versions": versions(), "git_sha": git_sha(Path(__file__).parent), "hardware": hardware()},
+        "environment": {
+            "versions": versions(),
+            "git_sha": git_sha(Path(__file__).parent),
+            "hardware": hardware(),
+        },
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": time.perf_counter() - started,
         "config": to_dict(cfg),
