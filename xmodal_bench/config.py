@@ -60,6 +60,9 @@ class DataConfig:
     val_split: str | None = "val"
     test_split: str = "test"
     synthetic: dict[str, Any] = field(default_factory=dict)  # generator sizes for synth datasets
+    # Filled in from the manifest when a run starts (kept in the saved config so checkpoints reload):
+    train_images: int | None = None
+    train_identities: int | None = None  # person ids; for caption sets every image is its own id
 
 
 @dataclass
@@ -193,8 +196,18 @@ def compose(
     return cfg
 
 
-# Settings that say where things go or how many copies run, not what is measured.
-PLACEMENT_KEYS = ("seed", "runs_dir", "leaderboards_dir", "run_id", "changes", "data.root")
+# Settings that are not part of what a run measures: where things go, the seed (runs differing
+# only by seed are averaged), and facts filled in from the dataset's manifest.
+NON_IDENTITY_KEYS = (
+    "seed",
+    "runs_dir",
+    "leaderboards_dir",
+    "run_id",
+    "changes",
+    "data.root",
+    "data.train_images",
+    "data.train_identities",
+)
 
 
 def _dotted(tree: dict[str, Any], prefix: str = "") -> list[str]:
@@ -206,12 +219,12 @@ def _dotted(tree: dict[str, Any], prefix: str = "") -> list[str]:
 
 
 def describe_changes(flags: dict[str, Any], overrides: list[str]) -> list[str]:
-    """The user's departures from the benchmark's YAML settings, as `key=value` (placement left out).
+    """The user's departures from the benchmark's YAML settings, as `key=value` (non-identity keys left out).
 
     They name a run's variant: the leaderboard keeps `irra` and `irra irra.losses=[sdm]` apart.
     """
     changes = {item.partition("=")[0]: item for item in _dotted(flags) + list(overrides)}
-    return [item for key, item in changes.items() if key not in PLACEMENT_KEYS]
+    return [item for key, item in changes.items() if key not in NON_IDENTITY_KEYS]
 
 
 def _require(condition: bool, message: str) -> None:
@@ -239,6 +252,13 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.eval.checkpoint in ("best", "last"), "eval.checkpoint must be best or last")
     _require(cfg.eval.chunk_size is None or cfg.eval.chunk_size > 0, "eval.chunk_size must be positive")
     _require(cfg.backbone.context_length > 2, "backbone.context_length must be > 2")
+
+
+def with_values(cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
+    """A read-only copy of `cfg` with `values` (a nested dict) merged in."""
+    merged = OmegaConf.merge(cfg, values)
+    OmegaConf.set_readonly(merged, True)
+    return merged
 
 
 def to_yaml(cfg: DictConfig) -> str:

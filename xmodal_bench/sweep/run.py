@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from datamodules import RetrievalDataModule, ensure_synthetic, read_manifest
 from xmodal_bench.atomic import atomic_write_json, atomic_write_text
 from xmodal_bench.backbones import count_parameters
-from xmodal_bench.config import PLACEMENT_KEYS, to_dict, to_yaml
+from xmodal_bench.config import NON_IDENTITY_KEYS, to_dict, to_yaml, with_values
 from xmodal_bench.errors import UserError
 from xmodal_bench.registry import create_method, dataset_info
 from xmodal_bench.sweep.callbacks import EfficiencyMonitor
@@ -46,7 +46,7 @@ def config_id(cfg: DictConfig) -> str:
     Runs with the same config id differ only by seed: the leaderboard averages them.
     """
     identity = to_dict(cfg)
-    for key in PLACEMENT_KEYS:
+    for key in NON_IDENTITY_KEYS:
         *parents, leaf = key.split(".")
         node = identity
         for parent in parents:
@@ -63,8 +63,9 @@ def run_dir_for(cfg: DictConfig) -> Path:
     return Path(cfg.runs_dir) / cfg.data.name / cfg.method / run_id_for(cfg)
 
 
-def prepare_data(cfg: DictConfig) -> Path:
-    """Make sure the dataset exists and is intact before anything is built.
+def prepare_data(cfg: DictConfig) -> DictConfig:
+    """Make sure the dataset exists and is intact before anything is built; return the config
+    completed with the dataset facts a method needs to build its heads (train images, identities).
 
     Synthetic sets are generated (and cached); a real set must have been converted, and its
     manifest must match its shards, else one UserError says where we looked and what to run.
@@ -73,17 +74,16 @@ def prepare_data(cfg: DictConfig) -> Path:
     root = Path(cfg.data.root)
     if info.synthetic:
         ensure_synthetic(root, cfg.data.name, **dict(cfg.data.synthetic))
-        return root
-    manifest = root / cfg.data.name / "manifest.json"
-    if not manifest.is_file():
+    elif not (root / cfg.data.name / "manifest.json").is_file():
         where = f" (raw data: {info.obtain})" if info.obtain else ""
         command = info.convert.replace("ROOT", str(root))
         raise UserError(
-            f"no dataset {cfg.data.name!r} at {manifest.parent}: convert it first with `{command}`{where}"
+            f"no dataset {cfg.data.name!r} at {root / cfg.data.name}: convert it first with `{command}`{where}"
         )
     splits = [s for s in (cfg.data.train_split, cfg.data.val_split, cfg.data.test_split) if s]
-    read_manifest(root, cfg.data.name, splits=splits)
-    return root
+    train = read_manifest(root, cfg.data.name, splits=splits)["splits"][cfg.data.train_split]
+    identities = train["identities"] if train["identities"] is not None else train["images"]
+    return with_values(cfg, {"data": {"train_images": train["images"], "train_identities": identities}})
 
 
 def build_datamodule(cfg: DictConfig, tokenizer: Any) -> RetrievalDataModule:
@@ -143,7 +143,7 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
 def bench(cfg: DictConfig) -> dict[str, Any]:
     """Fit + test one (method, dataset) pair; returns the results record (written on rank 0)."""
     started = time.perf_counter()
-    prepare_data(cfg)
+    cfg = prepare_data(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     method = create_method(cfg)
     datamodule = build_datamodule(cfg, method.backbone.tokenizer())
