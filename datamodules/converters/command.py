@@ -1,0 +1,83 @@
+"""`xmodal-bench data convert NAME --source DIR --out ROOT`: the CLI face of the converters.
+
+Prints a progress bar while converting, then the closing summary (images, captions, identities
+per split; everything dropped and why) and the `bench` command to run next. Bad input without
+`--skip-bad`: the full problem list goes to stdout, one error line to stderr, exit status 2, and
+nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from datamodules.converters import CONVERTERS
+
+__all__ = ["add_arguments", "run"]
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", choices=CONVERTERS, help="dataset format (see the README's data preparation)")
+    parser.add_argument(
+        "--source", required=True, help="the dataset as distributed (a folder; jsonl: the file)"
+    )
+    parser.add_argument(
+        "--out", default="data", help="dataset root: the shards go to OUT/NAME (default: data)"
+    )
+    parser.add_argument("--name", dest="dataset", default=None, help="dataset name to write (jsonl only)")
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="leave bad input out (and report it) instead of failing"
+    )
+    parser.add_argument(
+        "--shard-images", type=_positive, default=1000, help="images per shard (default 1000)"
+    )
+    parser.add_argument(
+        "--workers", type=_positive, default=None, help="image reader threads (default: 2 x cores, at most 8)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from datamodules.converters import convert
+    from datamodules.converters.engine import format_report
+    from datamodules.converters.records import BadInputError
+    from xmodal_bench.errors import UserError
+
+    if args.dataset is not None and args.name != "jsonl":
+        raise UserError(f"--name is only for jsonl; {args.name} is always written as {args.out}/{args.name}")
+    try:
+        report = convert(
+            args.name,
+            args.source,
+            args.out,
+            dataset=args.dataset,
+            skip_bad=args.skip_bad,
+            shard_images=args.shard_images,
+            workers=args.workers,
+            progress=sys.stderr.isatty(),
+        )
+    except BadInputError as exc:
+        print(f"bad input in {args.source} (nothing written):")
+        print("\n".join(f"  {line}" for line in exc.problems.lines()))
+        sys.stdout.flush()
+        raise
+    print(format_report(report))
+    root = report.out_dir.parent
+    bench = f"xmodal-bench bench --method clip --data {report.dataset} --data-root {root}"
+    if args.name == "jsonl":
+        print(
+            f"next: describe it in benchmarks/data/{report.dataset}.yaml (protocol, image size; "
+            f"f30k.yaml or cuhk.yaml are templates), then: {bench}"
+        )
+    else:
+        print(f"next: {bench}")
+    return 0
