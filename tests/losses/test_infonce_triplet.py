@@ -33,7 +33,9 @@ def test_infonce_spreads_the_target_over_captions_of_the_same_image() -> None:
     e2 = math.exp(2)
     expected = (2 * -math.log(e2 / (2 * e2 + 1)) - math.log(e2 / (e2 + 2))) / 3
     image, text = torch.eye(3), scores.T  # image @ text.T == scores
-    assert infonce(image, text, torch.tensor(1.0), positives=positives).item() == pytest.approx(expected, rel=1e-6)
+    assert infonce(image, text, torch.tensor(1.0), positives=positives).item() == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 def test_triplet_hand_computed() -> None:

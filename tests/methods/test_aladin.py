@@ -1,0 +1,167 @@
+"""ALADIN: the training step (alignment hinge + delayed distillation), the evaluation features and
+the three inference modes (matching through the index, exhaustive alignment, two-stage)."""
+
+from __future__ import annotations
+
+from unittest.mock import PropertyMock, patch
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from datamodules import RetrievalDataModule
+from xmodal_bench.config import compose
+from xmodal_bench.errors import UserError
+from xmodal_bench.losses import hardest_negative_triplet, match_mask
+from xmodal_bench.methods.aladin import ALADIN, hinge_alignment_scores, word_mask
+from xmodal_bench.registry import create_method, method_sections
+from xmodal_bench.retrieval.evaluation import EvalInputs, evaluate_modes, global_mode
+from xmodal_bench.retrieval.token_scores import token_score_matrix
+
+
+def _config(*overrides: str):
+    parts, sections = method_sections("aladin")
+    return compose(parts, sections, "synth", "tiny", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def batch(synth_root, tokenizer) -> dict[str, torch.Tensor]:
+    datamodule = RetrievalDataModule(
+        synth_root, "synth", tokenizer, batch_size=12, workers=0, image_size=(64, 64)
+    )
+    datamodule.setup("fit")
+    return next(iter(datamodule.train_dataloader()))
+
+
+def _step(method: ALADIN, batch: dict, epoch: int) -> tuple[torch.Tensor, dict]:
+    logged: dict = {}
+    method.log_dict = lambda values, **kwargs: logged.update(values)
+    method.log = lambda *args, **kwargs: None
+    with patch.object(ALADIN, "current_epoch", new_callable=PropertyMock, return_value=epoch):
+        loss = method.training_step(batch, 0)
+    return loss, logged
+
+
+def test_distillation_waits_for_its_epoch_then_trains_the_matching_head(batch) -> None:
+    torch.manual_seed(0)
+    method = create_method(_config("aladin.distill_after_epochs=2"))
+    assert [method.distill_weight(e) for e in range(4)] == [0.0, 0.0, 1.0, 1.0]
+    head = method.matching.encoder.layers[0].linear1.weight
+
+    loss, logged = _step(method, batch, epoch=1)
+    assert {"train/alignment", "train/distill", "train/distill_raw", "train/loss"} <= set(logged)
+    assert float(logged["train/distill"]) == 0.0 and float(logged["train/distill_raw"]) > 0
+    assert torch.isclose(loss, logged["train/alignment"])
+    loss.backward()
+    assert head.grad is not None and float(head.grad.abs().sum()) == 0.0  # used (DDP), not trained
+    patches = method.backbone.model.visual.conv1.weight.grad
+    assert patches is not None and float(patches.abs().sum()) > 0  # the hinge trains the backbone
+    method.zero_grad()
+
+    loss, logged = _step(method, batch, epoch=2)
+    assert float(logged["train/distill"]) > 0 and torch.isfinite(loss)
+    loss.backward()
+    assert float(head.grad.abs().sum()) > 0
+    assert method.backbone.logit_scale.grad is None
+
+
+def test_sparse_hinge_scores_equal_the_dense_matrix_in_value_and_gradient() -> None:
+    torch.manual_seed(3)
+    text = F.normalize(torch.randn(6, 5, 8), dim=-1).requires_grad_(True)
+    image = F.normalize(torch.randn(6, 4, 8), dim=-1).requires_grad_(True)
+    words = torch.rand(6, 5) > 0.3
+    words[:, 0] = True
+    positives = match_mask(torch.tensor([0, 1, 1, 2, 3, 4]))
+    dense = token_score_matrix(text, words, image).T
+    sparse, teacher = hinge_alignment_scores(text, words, image, positives)
+    assert torch.equal(sparse.detach(), dense.detach()) and torch.equal(teacher, dense.detach())
+    assert not teacher.requires_grad
+    grads = [
+        torch.autograd.grad(hardest_negative_triplet(m, positives), (text, image)) for m in (dense, sparse)
+    ]
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_word_mask_drops_start_end_and_padding(tokenizer) -> None:
+    ids = tokenizer(["a red circle", ""])
+    words = word_mask(ids, ids != 0)
+    assert words[0].tolist()[:6] == [False, True, True, True, False, False]
+    assert not bool(words[1].any())
+
+
+def test_evaluation_features(batch) -> None:
+    method = create_method(_config()).eval()
+    with torch.no_grad():
+        image = method.image_features(batch["image"])
+        text = method.text_features(batch["text"])
+    n = batch["image"].shape[0]
+    assert image["global"].shape == (n, 64) and image["tokens"].shape == (n, 16, 64)
+    assert text["tokens"].shape == (n, 32, 64) and text["mask"].shape == (n, 32)
+    assert text["mask"].dtype == torch.uint8 and bool((text["mask"].sum(1) > 0).all())
+    for feats in (image, text):
+        assert torch.allclose(feats["global"].norm(dim=-1), torch.ones(n), atol=1e-5)
+    norms = text["tokens"].norm(dim=-1)[text["mask"].bool()]
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+
+
+def _inputs(images: int = 30, per_image: int = 2, seed: int = 0) -> EvalInputs:
+    g = torch.Generator().manual_seed(seed)
+    owner = torch.arange(images).repeat_interleave(per_image)
+    texts = len(owner)
+    image_tokens = F.normalize(torch.randn(images, 5, 8, generator=g), dim=-1)
+    text_tokens = F.normalize(torch.randn(texts, 6, 8, generator=g), dim=-1)
+    mask = (torch.arange(6)[None, :] < torch.randint(1, 7, (texts, 1), generator=g)).to(torch.uint8)
+    return EvalInputs(
+        images={
+            "global": F.normalize(torch.randn(images, 8, generator=g), dim=-1),
+            "tokens": image_tokens,
+            "pid": torch.arange(images),
+        },
+        texts={
+            "global": F.normalize(torch.randn(texts, 8, generator=g), dim=-1),
+            "tokens": text_tokens,
+            "mask": mask,
+            "pid": owner,
+            "image_index": owner,
+        },
+        protocol="caption",
+    )
+
+
+def test_modes_agree_with_their_definitions() -> None:
+    method = create_method(_config("aladin.k_t2i=1000", "aladin.k_i2t=1000"))
+    inputs = _inputs()
+    modes = method.inference_modes()
+    assert [m.name for m in modes] == ["matching", "alignment", "two_stage"]
+    report = evaluate_modes(method, inputs, modes, latency_queries=10, top_k=5)
+    plain = evaluate_modes(method, inputs, [global_mode()], with_latency=False)
+    assert report["primary_mode"] == "matching"
+    assert report["modes"]["matching"]["metrics"] == plain["modes"]["global"]["metrics"]
+    # a shortlist covering the whole gallery re-ranked by alignment alone is the exhaustive alignment
+    assert report["modes"]["two_stage"]["metrics"] == report["modes"]["alignment"]["metrics"]
+    for entry in report["modes"].values():
+        assert set(entry["latency_ms"]) == {"t2i_ms", "i2t_ms"}
+    # the alignment mode is skipped when a gallery is larger than the limit
+    small = create_method(_config("aladin.alignment_max_gallery=40"))
+    report = evaluate_modes(small, inputs, small.inference_modes(), with_latency=False)
+    assert "alignment" in report["skipped"] and set(report["modes"]) == {"matching", "two_stage"}
+
+
+def test_matching_through_an_approximate_index_ranks_what_it_finds() -> None:
+    inputs = _inputs(images=200, per_image=1, seed=1)
+    exact = evaluate_modes(None, inputs, [global_mode()], with_latency=False)["modes"]["global"]["metrics"]
+    method = create_method(_config("aladin.index.backend=faiss-hnsw"))
+    approx = evaluate_modes(method, inputs, method.inference_modes()[:1], latency_queries=5)
+    metrics = approx["modes"]["matching"]["metrics"]
+    assert metrics["t2i_r10"] == pytest.approx(exact["t2i_r10"], abs=2.0)  # HNSW finds (nearly) all
+    assert metrics["t2i_r10"] <= exact["t2i_r10"] + 1e-9
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["aladin.k_t2i=0", "aladin.index.backend=annoy", "aladin.heads=3", "aladin.eval_token_dtype=int8"],
+)
+def test_bad_settings_are_user_errors(override: str) -> None:
+    with pytest.raises(UserError):
+        create_method(_config(override))
