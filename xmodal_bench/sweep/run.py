@@ -30,7 +30,7 @@ from xmodal_bench.config import NON_IDENTITY_KEYS, to_dict, to_yaml, with_values
 from xmodal_bench.errors import UserError
 from xmodal_bench.registry import create_method, dataset_info
 from xmodal_bench.sweep.callbacks import EfficiencyMonitor
-from xmodal_bench.sweep.leaderboard import write_leaderboard
+from xmodal_bench.sweep.leaderboard import write_leaderboards
 from xmodal_bench.sweep.results import (
     RESULTS_FILE,
     RESULTS_SCHEMA,
@@ -38,6 +38,7 @@ from xmodal_bench.sweep.results import (
     hardware,
     versions,
 )
+from xmodal_bench.sweep.wandb_logging import build_wandb_logger, finish_wandb
 
 
 def config_id(cfg: DictConfig) -> str:
@@ -63,13 +64,9 @@ def run_dir_for(cfg: DictConfig) -> Path:
     return Path(cfg.runs_dir) / cfg.data.name / cfg.method / run_id_for(cfg)
 
 
-def prepare_data(cfg: DictConfig) -> DictConfig:
-    """Make sure the dataset exists and is intact before anything is built; return the config
-    completed with the dataset facts a method needs to build its heads (train images, identities).
-
-    Synthetic sets are generated (and cached); a real set must have been converted, and its
-    manifest must match its shards, else one UserError says where we looked and what to run.
-    """
+def ensure_dataset(cfg: DictConfig) -> None:
+    """Make sure `cfg.data.name` exists under `cfg.data.root` (synthetic sets are generated and cached;
+    a real set must have been converted), else one UserError says where we looked and what to run."""
     info = dataset_info(cfg.data.name)
     root = Path(cfg.data.root)
     if info.synthetic:
@@ -80,6 +77,17 @@ def prepare_data(cfg: DictConfig) -> DictConfig:
         raise UserError(
             f"no dataset {cfg.data.name!r} at {root / cfg.data.name}: convert it first with `{command}`{where}"
         )
+
+
+def prepare_data(cfg: DictConfig) -> DictConfig:
+    """Make sure the dataset exists and is intact before anything is built; return the config
+    completed with the dataset facts a method needs to build its heads (train images, identities).
+
+    Synthetic sets are generated (and cached); a real set must have been converted, and its
+    manifest must match its shards, else one UserError says where we looked and what to run.
+    """
+    ensure_dataset(cfg)
+    root = Path(cfg.data.root)
     splits = [s for s in (cfg.data.train_split, cfg.data.val_split, cfg.data.test_split) if s]
     train = read_manifest(root, cfg.data.name, splits=splits)["splits"][cfg.data.train_split]
     identities = train["identities"] if train["identities"] is not None else train["images"]
@@ -110,7 +118,10 @@ def monitor_for(cfg: DictConfig) -> str:
     return "val/r1" if cfg.data.protocol == "person" else "val/rsum"
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback], loggers: list[Any] | None = None
+) -> L.Trainer:
+    """The Trainer of a run: CSV logs under `run_dir/logs` plus any extra `loggers` (wandb)."""
     t = cfg.trainer
     has_val = cfg.data.val_split is not None
     return L.Trainer(
@@ -128,7 +139,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -
         num_sanity_val_steps=0,
         deterministic=t.deterministic,
         default_root_dir=run_dir,
-        logger=CSVLogger(save_dir=run_dir, name="logs", version=""),
+        logger=[CSVLogger(save_dir=run_dir, name="logs", version=""), *(loggers or [])],
         callbacks=callbacks,
         enable_model_summary=False,
     )
@@ -159,20 +170,56 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         enable_version_counter=False,
     )
     efficiency = EfficiencyMonitor()
-    trainer = build_trainer(cfg, run_dir, [checkpoint, efficiency])
+    wandb_logger = build_wandb_logger(cfg, run_dir, run_id_for(cfg), config_id(cfg))
+    trainer = build_trainer(cfg, run_dir, [checkpoint, efficiency], [wandb_logger] if wandb_logger else [])
     if trainer.is_global_zero:
         shutil.rmtree(checkpoints, ignore_errors=True)  # a rerun of the same config starts fresh
         shutil.rmtree(run_dir / "logs", ignore_errors=True)
         (run_dir / RESULTS_FILE).unlink(missing_ok=True)
         atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-    trainer.fit(method, datamodule=datamodule)
-    fit_seconds = time.perf_counter() - started
-    which = "best" if cfg.eval.checkpoint == "best" and has_val and checkpoint.best_model_path else "last"
-    trainer.test(method, datamodule=datamodule, ckpt_path=which, verbose=False)
+    try:
+        trainer.fit(method, datamodule=datamodule)
+        fit_seconds = time.perf_counter() - started
+        which = "best" if cfg.eval.checkpoint == "best" and has_val and checkpoint.best_model_path else "last"
+        trainer.test(method, datamodule=datamodule, ckpt_path=which, verbose=False)
+    except BaseException:
+        finish_wandb(wandb_logger, None)
+        raise
+    record = results_record(
+        cfg,
+        method,
+        trainer,
+        started=started,
+        efficiency={**efficiency.summary(), "fit_seconds": fit_seconds},
+        training={
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+            "tested_checkpoint": which,
+            "best_val": _best_val(checkpoint),
+        },
+    )
+    if trainer.is_global_zero:
+        record["wandb"] = finish_wandb(wandb_logger, record)
+        atomic_write_json(run_dir / RESULTS_FILE, record)
+        write_leaderboards(Path(cfg.runs_dir), Path(cfg.leaderboards_dir), [cfg.data.name])
+    record["_run_dir"] = str(run_dir)
+    return record
+
+
+def results_record(
+    cfg: DictConfig,
+    method: Any,
+    trainer: L.Trainer,
+    *,
+    started: float,
+    efficiency: dict[str, Any],
+    training: dict[str, Any],
+) -> dict[str, Any]:
+    """The `results.json` record of a tested method (see `sweep.results`); shared by bench and eval."""
     report = method.eval_results["test"]
     memory, memory_kind = peak_memory_mb(method.device)
     primary = report["primary_mode"]
-    record = {
+    return {
         "schema": RESULTS_SCHEMA,
         "method": cfg.method,
         "dataset": cfg.data.name,
@@ -186,21 +233,15 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         "metrics": report["modes"][primary]["metrics"],
         "modes": report["modes"],
         "efficiency": {
-            **efficiency.summary(),
+            **efficiency,
             **report["encode"],
             "latency_ms": report["modes"][primary].get("latency_ms", {}),
             "params_m": count_parameters(method) / 1e6,
             "peak_memory_mb": memory,
             "peak_memory_kind": memory_kind,
-            "fit_seconds": fit_seconds,
             "devices": trainer.world_size,
         },
-        "training": {
-            "epochs": trainer.current_epoch,
-            "steps": trainer.global_step,
-            "tested_checkpoint": which,
-            "best_val": _best_val(checkpoint),
-        },
+        "training": training,
         "environment": {
             "versions": versions(),
             "git_sha": git_sha(Path(__file__).parent),
@@ -210,11 +251,6 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         "wall_seconds": time.perf_counter() - started,
         "config": to_dict(cfg),
     }
-    if trainer.is_global_zero:
-        atomic_write_json(run_dir / RESULTS_FILE, record)
-        write_leaderboard(Path(cfg.runs_dir), Path(cfg.leaderboards_dir), cfg.data.name)
-    record["_run_dir"] = str(run_dir)
-    return record
 
 
 def _best_val(checkpoint: ModelCheckpoint) -> float | None:

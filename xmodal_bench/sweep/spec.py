@@ -1,0 +1,286 @@
+"""Sweep files (`benchmarks/sweeps/NAME.yaml`): a grid of methods x datasets x seeds, one protocol.
+
+    methods: [clip, irra, tgdt, aladin]   # method specs as for `bench --method` (clip+bcls works)
+    datasets: [synth, synth_reid]         # names from benchmarks/data/
+    seeds: [0, 1, 2]
+    scale: tiny                           # tiny | base (default tiny)
+    overrides: [trainer.max_epochs=4]     # key=value for every run
+    method_overrides: {irra: [irra.id_loss=false]}   # extra key=value per method ...
+    dataset_overrides: {synth_reid: [data.batch_size=64]}  # ... and per dataset
+    data_root: data                       # optional: default data/ (as bench)
+    runs_dir: runs                        # optional: default runs/
+    leaderboards_dir: leaderboards        # optional: default leaderboards/
+    timeout_s: 3600                       # optional: a run taking longer is killed and counted as failed
+    baseline:                             # optional: the CI regression gate (see sweep.baseline)
+      path: leaderboards/ci_baseline.json
+      noise_seeds: [1, 2]                 # extra seeds run by --update-baseline to measure noise
+      sigmas: 3                           # tolerance = max(min_tolerance, sigmas x std over seeds)
+      min_tolerance: 2.0
+
+Every run of the grid is exactly `xmodal-bench bench --method M --data D --scale S --seed N
+[--data-root ..] [--runs-dir ..] [--leaderboards-dir ..] overrides...`, in that order of
+overrides: shared, per method, per dataset, then the sweep command line's own. The runs are
+composed here, before anything starts, so an unknown method or dataset, a bad override or a
+typo in a section name stops the sweep at once with one clear message.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from xmodal_bench.config import SCALES, benchmarks_dir, parse_overrides, read_layer
+from xmodal_bench.errors import UserError
+
+KEYS = {
+    "name",
+    "methods",
+    "datasets",
+    "seeds",
+    "scale",
+    "overrides",
+    "method_overrides",
+    "dataset_overrides",
+    "data_root",
+    "runs_dir",
+    "leaderboards_dir",
+    "timeout_s",
+    "baseline",
+    "about",
+}
+BASELINE_KEYS = {"path", "noise_seeds", "sigmas", "min_tolerance"}
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    path: Path
+    noise_seeds: list[int] = field(default_factory=list)
+    sigmas: float = 3.0
+    min_tolerance: float = 2.0
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    path: Path
+    methods: list[str]
+    datasets: list[str]
+    seeds: list[int]
+    scale: str = "tiny"
+    overrides: list[str] = field(default_factory=list)
+    method_overrides: dict[str, list[str]] = field(default_factory=dict)
+    dataset_overrides: dict[str, list[str]] = field(default_factory=dict)
+    data_root: str | None = None
+    runs_dir: str | None = None
+    leaderboards_dir: str | None = None
+    timeout_s: float | None = None
+    baseline: BaselineSpec | None = None
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One cell of the grid: what to run (`argv` of the CLI) and where its results go."""
+
+    method: str
+    dataset: str
+    seed: int
+    argv: list[str]
+    cfg: DictConfig
+    run_id: str
+    run_dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} on {self.dataset} seed {self.seed}"
+
+
+def resolve_sweep_path(name_or_path: str) -> Path:
+    """`synth` -> benchmarks/sweeps/synth.yaml; a path is taken as is."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise UserError(f"sweep file not found: {path} (sweeps: {', '.join(list_sweeps()) or 'none'})")
+        return path
+    candidate = benchmarks_dir() / "sweeps" / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        raise UserError(f"unknown sweep {name_or_path!r}; known sweeps: {', '.join(list_sweeps()) or 'none'}")
+    return candidate
+
+
+def list_sweeps() -> list[str]:
+    return sorted(p.stem for p in (benchmarks_dir() / "sweeps").glob("*.yaml"))
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+        raise UserError(f"{where}: expected a list of names")
+    return [str(v) for v in value]
+
+
+def _override_list(value: Any, where: str) -> list[str]:
+    items = _strings(value, where)
+    try:
+        return parse_overrides(items)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+
+
+def _override_map(value: Any, where: str, allowed: list[str]) -> dict[str, list[str]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a mapping name -> [key=value, ...]")
+    unknown = [k for k in value if k not in allowed]
+    if unknown:
+        raise UserError(f"{where}: {unknown[0]!r} is not in the sweep's list ({', '.join(allowed)})")
+    return {k: _override_list(v, f"{where}.{k}") for k, v in value.items()}
+
+
+def _baseline(value: Any, where: str) -> BaselineSpec | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = {"path": value}
+    if not isinstance(value, dict) or "path" not in value or set(value) - BASELINE_KEYS:
+        raise UserError(f"{where}: expected a mapping with path and optionally {', '.join(BASELINE_KEYS)}")
+    try:
+        seeds = [int(s) for s in value.get("noise_seeds") or []]
+        return BaselineSpec(
+            Path(value["path"]),
+            seeds,
+            float(value.get("sigmas", 3.0)),
+            float(value.get("min_tolerance", 2.0)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{where}: {exc}") from None
+
+
+def load_sweep(name_or_path: str | Path) -> SweepSpec:
+    """Read and check a sweep file (the methods and datasets are checked by `plan_runs`)."""
+    path = resolve_sweep_path(str(name_or_path))
+    doc = read_layer(path)
+    unknown = sorted(set(doc) - KEYS)
+    if unknown:
+        raise UserError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(KEYS))}")
+    methods = _strings(doc.get("methods"), f"{path}: methods")
+    datasets = _strings(doc.get("datasets"), f"{path}: datasets")
+    if not methods or not datasets:
+        raise UserError(f"{path}: a sweep needs at least one method and one dataset")
+    seeds_raw = doc.get("seeds", [0])
+    seeds_raw = [seeds_raw] if isinstance(seeds_raw, int) else seeds_raw
+    if not isinstance(seeds_raw, list) or not seeds_raw or not all(isinstance(s, int) for s in seeds_raw):
+        raise UserError(f"{path}: seeds must be a list of integers")
+    scale = str(doc.get("scale", "tiny"))
+    if scale not in SCALES:
+        raise UserError(f"{path}: scale {scale!r}; choose one of {', '.join(SCALES)}")
+    timeout = doc.get("timeout_s")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise UserError(f"{path}: timeout_s must be a positive number of seconds")
+    return SweepSpec(
+        name=str(doc.get("name") or path.stem),
+        path=path,
+        methods=list(dict.fromkeys(methods)),
+        datasets=list(dict.fromkeys(datasets)),
+        seeds=list(dict.fromkeys(seeds_raw)),
+        scale=scale,
+        overrides=_override_list(doc.get("overrides"), f"{path}: overrides"),
+        method_overrides=_override_map(doc.get("method_overrides"), f"{path}: method_overrides", methods),
+        dataset_overrides=_override_map(doc.get("dataset_overrides"), f"{path}: dataset_overrides", datasets),
+        data_root=doc.get("data_root"),
+        runs_dir=doc.get("runs_dir"),
+        leaderboards_dir=doc.get("leaderboards_dir"),
+        timeout_s=float(timeout) if timeout is not None else None,
+        baseline=_baseline(doc.get("baseline"), f"{path}: baseline"),
+    )
+
+
+def unknown_methods(spec: SweepSpec) -> list[str]:
+    """The method specs of the sweep that are not registered (not landed yet, or a typo)."""
+    from xmodal_bench.registry import parse_method_spec
+
+    missing = []
+    for method in spec.methods:
+        try:
+            parse_method_spec(method)
+        except UserError:
+            missing.append(method)
+    return missing
+
+
+def run_argv(
+    spec: SweepSpec, method: str, dataset: str, seed: int, extra: list[str], places: dict[str, str | None]
+) -> list[str]:
+    """The `xmodal-bench` arguments of one run of the grid."""
+    argv = ["bench", "--method", method, "--data", dataset, "--scale", spec.scale, "--seed", str(seed)]
+    for flag, value in places.items():
+        if value is not None:
+            argv += [flag, str(value)]
+    overrides = [
+        *spec.overrides,
+        *spec.method_overrides.get(method, []),
+        *spec.dataset_overrides.get(dataset, []),
+        *extra,
+    ]
+    return argv + overrides
+
+
+def plan_runs(
+    spec: SweepSpec,
+    *,
+    seeds: list[int] | None = None,
+    extra_overrides: list[str] | None = None,
+    data_root: str | None = None,
+    runs_dir: str | None = None,
+    leaderboards_dir: str | None = None,
+    skip_unknown: bool = False,
+) -> tuple[list[PlannedRun], list[str]]:
+    """Compose every run of the grid (in order: dataset, method, seed). Returns (runs, skipped unknown methods).
+
+    Unknown methods are a UserError listing the known ones, unless `skip_unknown`.
+    """
+    from xmodal_bench.cli import build_parser, compose_from_args
+    from xmodal_bench.registry import list_methods
+    from xmodal_bench.sweep.run import run_dir_for, run_id_for
+
+    missing = unknown_methods(spec)
+    if missing and not skip_unknown:
+        known = ", ".join(m for m in list_methods() if not m.startswith("+"))
+        raise UserError(
+            f"{spec.path}: method(s) not registered: {', '.join(missing)} (known methods: {known}); "
+            "remove them from the sweep, or pass --skip-unknown to run the others"
+        )
+    extra = parse_overrides(list(extra_overrides or []))
+    places = {
+        "--data-root": data_root or spec.data_root,
+        "--runs-dir": runs_dir or spec.runs_dir,
+        "--leaderboards-dir": leaderboards_dir or spec.leaderboards_dir,
+    }
+    parser = build_parser()
+    runs = []
+    for dataset in spec.datasets:
+        for method in spec.methods:
+            if method in missing:
+                continue
+            for seed in seeds if seeds is not None else spec.seeds:
+                argv = run_argv(spec, method, dataset, seed, extra, places)
+                try:
+                    cfg = compose_from_args(_parse(parser, argv))
+                except UserError as exc:
+                    raise UserError(f"{spec.path}: {method} on {dataset}: {exc}") from None
+                runs.append(PlannedRun(method, dataset, seed, argv, cfg, run_id_for(cfg), run_dir_for(cfg)))
+    return runs, missing
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    try:
+        return parser.parse_args(argv)
+    except SystemExit:  # argparse already printed its one-line error
+        raise UserError(f"bad arguments: {' '.join(argv)}") from None
