@@ -8,7 +8,9 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -184,6 +186,23 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_arguments(p)
     p.set_defaults(func=score.run)
 
+    from xmodal_bench.retrieval import index_cli
+
+    p = commands.add_parser("index", help="build a search index from a checkpoint, or query one")
+    index_cli.add_arguments(p)
+    p.set_defaults(func=index_cli.run)
+
+    from xmodal_bench.sweep import evaluate, leaderboard, runner
+
+    for name, module, text in (
+        ("sweep", runner, "run a sweep file: methods x datasets x seeds, then the leaderboards"),
+        ("eval", evaluate, "evaluate a trained checkpoint (optionally on another dataset, under DDP)"),
+        ("leaderboard", leaderboard, "rebuild leaderboards/ (tables, plots, index) from every results.json"),
+    ):
+        p = commands.add_parser(name, help=text)
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
+
     data = commands.add_parser("data", help="prepare datasets").add_subparsers(
         dest="data_command", required=True, parser_class=_Parser
     )
@@ -192,10 +211,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data", help="dataset root (the set goes to OUT/NAME)")
     p.add_argument("--seed", type=_int, default=0)
     p.set_defaults(func=cmd_data_synth)
+    from datamodules.converters import command as convert_command
+
+    p = data.add_parser("convert", help="convert a public dataset (as distributed) into shards")
+    convert_command.add_arguments(p)
+    p.set_defaults(func=convert_command.run)
     return parser
 
 
+class _DropAdvert(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def _quiet_third_party_noise() -> None:
+    """Messages from libraries that are not about the user's run (deprecations inside Lightning, adverts)."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvert())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_third_party_noise()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
