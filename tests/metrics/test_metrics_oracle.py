@@ -20,6 +20,7 @@ from xmodal_bench.metrics import (
     person_retrieval,
     positive_ranks,
 )
+from xmodal_bench.metrics import chunking as chunking_module
 from xmodal_bench.metrics import ranks as ranks_module
 
 from .naive import (
@@ -83,34 +84,21 @@ def test_caption_ranks_match_naive(seed, n, dim, max_caps, levels, dups, chunk):
     )
 
 
-@pytest.mark.parametrize("shift", ["up", "down", "far"])
-def test_caption_early_chunk_recount_is_exact(monkeypatch, shift):
-    """Force the approximate positive scores off by one ulp (or far off): the recount must restore
-    exact ranks, ties included."""
-    real = caption_module._approximate_positive_scores
-
-    def perturbed(images, texts, owner):
-        s = real(images, texts, owner)
-        if shift == "far":
-            return s + 0.5
-        return torch.nextafter(s, torch.full_like(s, torch.inf if shift == "up" else -torch.inf))
-
-    recounted = []
-    real_recount = caption_module._recount_early_chunks
-
-    def spy(*args):
-        recounted.append(int(args[4].sum()))
-        return real_recount(*args)
-
-    monkeypatch.setattr(caption_module, "_approximate_positive_scores", perturbed)
-    monkeypatch.setattr(caption_module, "_recount_early_chunks", spy)
-    for seed, chunk in ((11, 1), (12, 4), (13, 5)):
+@pytest.mark.parametrize("in_order", [True, False])
+@pytest.mark.parametrize("tile", [1, 7, 64])
+def test_caption_small_tiles_are_exact(monkeypatch, in_order, tile):
+    """Tiles far smaller than the matrix (many column tiles left and right of every diagonal
+    block), heavy ties and duplicates, captions in owner order or shuffled: ranks stay exact."""
+    monkeypatch.setattr(chunking_module, "CPU_TILE_ELEMENTS", tile)
+    for seed, chunk in ((11, 1), (12, 4), (13, None)):
         images, texts, owner = caption_data(seed, 23, 4, 4, 1, 6)
+        if in_order:
+            order = torch.argsort(owner, stable=True)
+            texts, owner = texts[order], owner[order]
         i2t, t2i = caption_ranks(images, texts, owner, chunk_size=chunk)
         ref_i2t, ref_t2i = naive_caption_ranks(full_scores(images, texts), owner)
         np.testing.assert_array_equal(i2t.numpy(), ref_i2t)
         np.testing.assert_array_equal(t2i.numpy(), ref_t2i)
-    assert len(recounted) == 3 and min(recounted) > 0
 
 
 def test_caption_ties_with_unquantised_duplicates():
@@ -132,6 +120,7 @@ def test_caption_ties_with_unquantised_duplicates():
 
 
 def test_caption_never_builds_the_full_matrix(monkeypatch):
+    """Every score entry is computed exactly once, in tiles no larger than the tile budget."""
     shapes = []
     real = ranks_module.score_block
 
@@ -140,11 +129,14 @@ def test_caption_never_builds_the_full_matrix(monkeypatch):
         return real(queries, gallery)
 
     monkeypatch.setattr(caption_module, "score_block", recording)
+    monkeypatch.setattr(chunking_module, "CPU_TILE_ELEMENTS", 60)
     images, texts, owner = caption_data(31, 40, 8, 5, 2, 0)
     caption_ranks(images, texts, owner, chunk_size=6)
     m = texts.shape[0]
-    assert all(rows * cols <= max(6 * m, 256 * 256) for rows, cols in shapes)
-    assert sum(1 for rows, cols in shapes if cols == m and rows <= 6) == 7  # ceil(40 / 6) score blocks
+    assert sum(rows * cols for rows, cols in shapes) == 40 * m  # one pass over the matrix
+    assert all(rows <= 6 for rows, _ in shapes)
+    off_diagonal = shapes[7:]  # ceil(40 / 6) diagonal blocks come first
+    assert all(rows * cols <= 60 for rows, cols in off_diagonal)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
@@ -252,3 +244,30 @@ def test_person_hit_rate_matches_torchmetrics_on_shifted_scores():
     for k in (1, 5, 10):
         hit_rate = RetrievalHitRate(top_k=k)(scores.flatten(), target.flatten(), indexes=query.flatten())
         assert got[f"r{k}"] == pytest.approx(100 * float(hit_rate), abs=1e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_caption_ranks_same_with_any_thread_count(threads):
+    """The tile workers (one per torch thread on CPU) give the same exact ranks; the thread setting
+    is restored afterwards."""
+    images, texts, owner = caption_data(71, 57, 6, 5, 2, 4)
+    ref_i2t, ref_t2i = naive_caption_ranks(full_scores(images, texts), owner)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        i2t, t2i = caption_ranks(images, texts, owner, chunk_size=4)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(i2t.numpy(), ref_i2t)
+    np.testing.assert_array_equal(t2i.numpy(), ref_t2i)
+
+
+def test_auto_score_dtype_is_fp32_on_cpu():
+    from xmodal_bench.metrics import resolve_score_dtype
+
+    assert resolve_score_dtype("auto", torch.device("cpu")) == torch.float32
+    images, texts, owner = caption_data(72, 20, 8, 3, 1, 2)
+    auto = caption_ranks(images, texts, owner, score_dtype="auto")
+    default = caption_ranks(images, texts, owner)
+    assert all(torch.equal(a, b) for a, b in zip(auto, default, strict=True))

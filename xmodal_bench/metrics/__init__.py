@@ -11,7 +11,12 @@ from xmodal_bench.metrics.caption import (
     caption_ranks,
     caption_retrieval,
 )
-from xmodal_bench.metrics.chunking import DEFAULT_MEMORY_BUDGET, resolve_chunk_size
+from xmodal_bench.metrics.chunking import (
+    DEFAULT_MEMORY_BUDGET,
+    resolve_chunk_size,
+    resolve_score_dtype,
+    tile_shape,
+)
 from xmodal_bench.metrics.coco import coco_1k, coco_5k, coco_retrieval, fold_bounds
 from xmodal_bench.metrics.collector import EmbeddingCollector, EmbeddingCountError
 from xmodal_bench.metrics.person import (
@@ -43,5 +48,7 @@ __all__ = [
     "positive_ranks",
     "ranks_in_block",
     "resolve_chunk_size",
+    "resolve_score_dtype",
     "score_block",
+    "tile_shape",
 ]
