@@ -29,7 +29,14 @@ import lightning as L
 import torch
 
 from datamodules.manifest import SYNTHETIC_NAMES, read_manifest, shard_paths
-from datamodules.streams import EpochDataLoader, EvalImageStream, EvalTextStream, TrainStream, shard_infos
+from datamodules.streams import (
+    ON_ERROR,
+    EpochDataLoader,
+    EvalImageStream,
+    EvalTextStream,
+    TrainStream,
+    shard_infos,
+)
 from datamodules.transforms import AUGMENTATIONS
 from xmodal_bench.errors import UserError
 
@@ -65,6 +72,9 @@ class RetrievalDataModule(L.LightningDataModule):
         synth_params: for `synth` / `synth_reid` only: generation parameters; `prepare_data` then
             (re)generates the set unless it matches them. Without them a synthetic set is only
             generated (with defaults) when missing.
+        on_error: `error` (default): a corrupt shard or sample stops the run with an error naming
+            them; `skip`: corrupt training samples are skipped and counted (`skipped_train_samples`).
+            Evaluation splits are never skipped: their counts must match the manifest.
     """
 
     def __init__(
@@ -89,12 +99,15 @@ class RetrievalDataModule(L.LightningDataModule):
         prefetch_factor: int = 2,
         verify: bool | None = None,
         synth_params: dict[str, Any] | None = None,
+        on_error: str = "error",
     ) -> None:
         super().__init__()
         if augment not in AUGMENTATIONS:
             raise UserError(f"unknown augment '{augment}'; choose one of: {', '.join(AUGMENTATIONS)}")
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1) or workers < 0:
             raise UserError("batch_size and eval_batch_size must be >= 1 and workers >= 0")
+        if on_error not in ON_ERROR:
+            raise UserError(f"data.on_error={on_error!r}; choose one of: {', '.join(ON_ERROR)}")
         if (rank is None) != (world_size is None):
             raise ValueError("give both rank and world_size, or neither")
         # No save_hyperparameters(): its captured frame forms a reference cycle that keeps the
@@ -119,6 +132,8 @@ class RetrievalDataModule(L.LightningDataModule):
         self.prefetch_factor = prefetch_factor
         self.verify = verify
         self.synth_params = synth_params
+        self.on_error = on_error
+        self._train_stream: TrainStream | None = None
         self._manifest: dict[str, Any] | None = None
         self._loaders: weakref.WeakSet[torch.utils.data.DataLoader] = weakref.WeakSet()
 
@@ -142,7 +157,10 @@ class RetrievalDataModule(L.LightningDataModule):
         if self._explicit[0] is None and self.trainer is not None:
             self.rank, self.world_size = int(self.trainer.global_rank), int(self.trainer.world_size)
         splits = self._splits_for(stage)
-        self._manifest = read_manifest(self.root, self.dataset, verify=self.verify, splits=splits)
+        lenient = [self.train_split] if self.on_error == "skip" and self.train_split in splits else []
+        self._manifest = read_manifest(
+            self.root, self.dataset, verify=self.verify, splits=splits, lenient=lenient
+        )
 
     def train_dataloader(self) -> EpochDataLoader:
         split = self._require(self.train_split, "train")
@@ -151,9 +169,19 @@ class RetrievalDataModule(L.LightningDataModule):
             augment=self.augment,
             shuffle_buffer=self.shuffle_buffer,
             seed=self.seed,
+            on_error=self.on_error,
             **self._stream_kw(self.batch_size),
         )
-        return self._track(EpochDataLoader(stream, epoch_fn=self._trainer_epoch, **self._loader_kw()))
+        self._train_stream = stream
+        loader = EpochDataLoader(
+            stream, epoch_fn=self._trainer_epoch, progress_fn=self._trainer_batches_done, **self._loader_kw()
+        )
+        return self._track(loader)
+
+    def skipped_train_samples(self) -> int:
+        """Training samples (image-caption pairs) skipped as corrupt in the last epoch on this rank
+        (always 0 unless `on_error="skip"`)."""
+        return self._train_stream.skipped if self._train_stream is not None else 0
 
     def val_dataloader(self) -> list[torch.utils.data.DataLoader]:
         if self.val_split is None:
@@ -257,6 +285,11 @@ class RetrievalDataModule(L.LightningDataModule):
     def _trainer_epoch(self) -> int | None:
         trainer = self.trainer
         return int(trainer.current_epoch) if trainer is not None else None
+
+    def _trainer_batches_done(self) -> int:
+        """Batches of the current epoch the trainer has processed (saved in checkpoints to resume)."""
+        trainer = self.trainer
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed) if trainer is not None else 0
 
 
 def shutdown_workers(loader: torch.utils.data.DataLoader) -> None:

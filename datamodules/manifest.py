@@ -39,8 +39,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +114,14 @@ def read_manifest(
     dataset: str,
     verify: bool | None = None,
     splits: list[str] | None = None,
+    lenient: Collection[str] = (),
 ) -> dict[str, Any]:
     """Read and validate `{root}/{dataset}/manifest.json`; raise one-line `UserError`s on any problem.
 
     `verify`: see the module docstring (None = hash only shards not yet verified on this disk).
     `splits`: check only these splits' shards (default: all).
+    `lenient`: splits whose missing, resized or mismatching shards are logged instead of refused
+    (training with `data.on_error=skip`: the reader then skips and counts what it cannot read).
     """
     path = manifest_path(root, dataset)
     fix = recreate_command(dataset, root)
@@ -148,7 +152,7 @@ def read_manifest(
         if split not in manifest["splits"]:
             known = ", ".join(manifest["splits"]) or "none"
             raise UserError(f"dataset '{dataset}' has no split '{split}' (splits: {known}) in {path}")
-    _check_shards(root, dataset, manifest, check, verify, fix)
+    _check_shards(root, dataset, manifest, check, verify, fix, lenient)
     return manifest
 
 
@@ -159,26 +163,32 @@ def _check_shards(
     splits: list[str],
     verify: bool | None,
     fix: str,
+    lenient: Collection[str] = (),
 ) -> None:
     base = dataset_dir(root, dataset)
     record_path = base / VERIFIED_NAME
     record = _load_record(record_path) if verify is None else {}
     changed = False
     for split in splits:
+
+        def problem(message: str, split: str = split) -> None:
+            if split not in lenient:
+                raise UserError(f"{message}; re-create the dataset with: {fix}")
+            logging.getLogger("xmodal_bench.data").warning(
+                "%s; its unreadable samples will be skipped", message
+            )
+
         for shard in manifest["splits"][split]["shards"]:
             rel = f"{split}/{shard['name']}"
             shard_path = base / rel
             try:
                 st = shard_path.stat()
             except OSError:
-                raise UserError(
-                    f"shard {shard_path} listed in the manifest is missing; re-create the dataset with: {fix}"
-                ) from None
+                problem(f"shard {shard_path} listed in the manifest is missing")
+                continue
             if st.st_size != shard["size"]:
-                raise UserError(
-                    f"shard {shard_path} has {st.st_size} bytes, the manifest says {shard['size']}; "
-                    f"re-create the dataset with: {fix}"
-                )
+                problem(f"shard {shard_path} has {st.st_size} bytes, the manifest says {shard['size']}")
+                continue
             if verify is False:
                 continue
             seen = record.get(rel)
@@ -186,10 +196,8 @@ def _check_shards(
                 continue
             digest = file_sha256(shard_path)
             if digest != shard["sha256"]:
-                raise UserError(
-                    f"shard {shard_path} does not match its sha256 in the manifest (corrupt or replaced); "
-                    f"re-create the dataset with: {fix}"
-                )
+                problem(f"shard {shard_path} does not match its sha256 in the manifest (corrupt or replaced)")
+                continue
             record[rel] = [st.st_size, st.st_mtime_ns, digest]
             changed = True
     if verify is None and changed:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import logging
 import os
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -46,10 +47,36 @@ from datamodules.transforms import (
 )
 from xmodal_bench.errors import UserError
 
-__all__ = ["EpochDataLoader", "EvalImageStream", "EvalTextStream", "ShardInfo", "TrainStream", "decode_image"]
+__all__ = [
+    "ON_ERROR",
+    "CorruptDataError",
+    "EpochDataLoader",
+    "EvalImageStream",
+    "EvalTextStream",
+    "ShardInfo",
+    "TrainStream",
+    "decode_image",
+]
 
 Tokenizer = Callable[[list[str]], torch.Tensor]
 IMAGE_KEYS = ("jpg", "png", "webp", "jpeg")
+ON_ERROR = ("error", "skip")
+_log = logging.getLogger("xmodal_bench.data")
+_warned: set[str] = set()  # per process: each skipped sample is reported once, not every epoch
+
+
+class CorruptDataError(UserError):
+    """A shard or a sample that cannot be read (broken tar, bad metadata, undecodable image)."""
+
+
+def _corrupt(path: str, key: str | None, position: int, why: str, fix: str) -> CorruptDataError:
+    sample = f"sample {key} (position {position} in the shard)" if key else f"sample at position {position}"
+    why = " ".join(why.split())  # one line, whatever the underlying library put in its message
+    return CorruptDataError(f"corrupt data in shard {path}, {sample}: {why}; {fix}")
+
+
+TRAIN_FIX = "re-create the dataset (its manifest names the command), or set data.on_error=skip to skip bad training samples"
+EVAL_FIX = "re-create the dataset (its manifest names the command); evaluation splits are never skipped"
 
 
 @dataclass(frozen=True)
@@ -98,63 +125,123 @@ class _Sample:
     image_index: int
     meta: dict[str, Any]
     data: dict[str, Any]
+    shard: str = ""
+    position: int = 0
 
-    def image_bytes(self) -> bytes:
-        for key in IMAGE_KEYS:
-            if key in self.data:
-                return self.data[key]
-        raise RuntimeError(f"sample {self.data.get('__key__')} has no image")
+    @property
+    def key(self) -> str:
+        return str(self.data.get("__key__"))
+
+    def decode(self, fix: str) -> Image.Image:
+        """The sample's image as RGB, or a `CorruptDataError` naming the shard and the sample."""
+        data = next((self.data[k] for k in IMAGE_KEYS if k in self.data), None)
+        if data is None:
+            raise _corrupt(self.shard, self.key, self.position, "no image member", fix)
+        try:
+            return decode_image(data)
+        except Exception as exc:  # PIL raises several types for bad bytes
+            raise _corrupt(self.shard, self.key, self.position, f"undecodable image ({exc})", fix) from None
 
 
-def _samples(shard: ShardInfo, stop_image: int, json_only: bool = False) -> Iterator[tuple[int, _Sample]]:
-    """(position in shard, sample) for positions < stop_image; checks keys against the manifest."""
+def _parse(shard: ShardInfo, position: int, data: dict[str, Any], fix: str) -> _Sample:
+    """Check one raw sample against the manifest (key = split index) and parse its metadata."""
+    key = data.get("__key__")
+    try:
+        index = int(str(key).rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        raise _corrupt(shard.path, None, position, f"bad sample key {key!r}", fix) from None
+    if index != shard.image_offset + position:
+        raise _corrupt(shard.path, key, position, "sample key does not match the manifest's order", fix)
+    try:
+        meta = json.loads(data["json"])
+        captions = meta["captions"]
+        if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+            raise TypeError("captions must be a list of strings")
+    except Exception as exc:
+        why = "no json member" if "json" not in data else f"unreadable metadata ({type(exc).__name__}: {exc})"
+        raise _corrupt(shard.path, key, position, why, fix) from None
+    return _Sample(index, meta, data, shard.path, position)
+
+
+def _samples(
+    shard: ShardInfo, stop_image: int, json_only: bool = False, fix: str = EVAL_FIX
+) -> Iterator[tuple[int, _Sample]]:
+    """(position in shard, sample) for positions < stop_image; checks keys and counts against the manifest.
+
+    Anything unreadable (a broken or truncated tar, a missing shard, bad metadata, a key out of
+    order) raises `CorruptDataError` naming the shard and the sample; `fix` ends its message.
+    """
     if stop_image <= 0:
         return
     position = -1
-    for position, data in enumerate(_read_shard(shard.path, json_only)):
-        index = int(data["__key__"].rsplit("-", 1)[1])
-        if index != shard.image_offset + position:
-            raise RuntimeError(
-                f"{shard.path}: sample {data['__key__']} at position {position} does not match the manifest; "
-                "re-create the dataset"
-            )
-        yield position, _Sample(index, json.loads(data["json"]), data)
+    raw = _read_shard(shard.path, json_only)
+    while True:
+        try:
+            data = next(raw, None)
+        except Exception as exc:  # tarfile / webdataset / OS errors while reading the shard
+            raise _corrupt(
+                shard.path, None, position + 1, f"unreadable shard ({type(exc).__name__}: {exc})", fix
+            ) from None
+        if data is None:
+            break
+        position += 1
+        yield position, _parse(shard, position, data, fix)
         if position + 1 >= stop_image:
             return
     if position + 1 != shard.images:
-        raise RuntimeError(f"{shard.path}: {position + 1} samples, the manifest says {shard.images}")
+        raise _corrupt(
+            shard.path,
+            None,
+            position + 1,
+            f"shard ends after {position + 1} samples, the manifest says {shard.images}",
+            fix,
+        )
 
 
 def _caption_items(
-    shards: Sequence[ShardInfo], segments: Sequence[Segment], json_only: bool
+    shards: Sequence[ShardInfo],
+    segments: Sequence[Segment],
+    json_only: bool,
+    fix: str = EVAL_FIX,
+    skip: Callable[[CorruptDataError, int], None] | None = None,
 ) -> Iterator[tuple[_Sample, list[tuple[int, str]]]]:
-    """For caption-unit segments: (sample, [(global caption index, caption), ...]) with >= 1 caption kept."""
+    """For caption-unit segments: (sample, [(global caption index, caption), ...]) with >= 1 caption kept.
+
+    A shard that breaks mid-way raises `CorruptDataError`, or with `skip` the rest of the segment is
+    given up (sample boundaries after an unreadable sample are unknown) and `skip(error, captions
+    lost)` is called.
+    """
     for seg in segments:
         shard = shards[seg.shard]
         position = 0  # caption position in the shard
-        for _, sample in _samples(shard, shard.images, json_only):
-            captions = sample.meta["captions"]
-            first, position = position, position + len(captions)
-            if position <= seg.lo:
-                continue
-            kept = [
-                (shard.caption_offset + first + k, c)
-                for k, c in enumerate(captions)
-                if seg.lo <= first + k < seg.hi
-            ]
-            if kept:
-                yield sample, kept
-            if position >= seg.hi:
-                break
+        try:
+            for _, sample in _samples(shard, shard.images, json_only, fix):
+                captions = sample.meta["captions"]
+                first, position = position, position + len(captions)
+                if position <= seg.lo:
+                    continue
+                kept = [
+                    (shard.caption_offset + first + k, c)
+                    for k, c in enumerate(captions)
+                    if seg.lo <= first + k < seg.hi
+                ]
+                if kept:
+                    yield sample, kept
+                if position >= seg.hi:
+                    break
+        except CorruptDataError as exc:
+            if skip is None:
+                raise
+            skip(exc, seg.hi - max(seg.lo, position))
 
 
 def _pid(sample: _Sample, person: bool) -> int:
     if not person:
         return sample.image_index
     pid = sample.meta.get("pid")
-    if pid is None:
-        raise RuntimeError(f"person dataset sample {sample.data['__key__']} has no pid")
-    return int(pid)
+    if not isinstance(pid, int):
+        raise _corrupt(sample.shard, sample.key, sample.position, f"person sample with pid {pid!r}", EVAL_FIX)
+    return pid
 
 
 def _worker(planned_workers: int) -> int:
@@ -214,9 +301,16 @@ class TrainStream(_Stream):
         augment: str = "none",
         shuffle_buffer: int = 1000,
         seed: int = 0,
+        on_error: str = "error",
         **kw: Any,
     ) -> None:
         super().__init__(shards, **kw)
+        if on_error not in ON_ERROR:
+            raise UserError(f"data.on_error={on_error!r}; choose one of: {', '.join(ON_ERROR)}")
+        self.on_error = on_error
+        # training samples (image, caption pairs) skipped in the current epoch, one slot per worker;
+        # shared memory, so the main process sees what the DataLoader workers counted
+        self._skipped = torch.zeros(max(1, self.workers), dtype=torch.int64).share_memory_()
         self.prepare = resize_transform(self.image_size)
         self.augment = augment_transform(self.image_size, augment)
         self.normalize = normalize_transform()
@@ -241,6 +335,18 @@ class TrainStream(_Stream):
     def epoch(self) -> int:
         return int(self._epoch.item())
 
+    @property
+    def skipped(self) -> int:
+        """Training samples (image-caption pairs) skipped as corrupt in the current epoch, all workers."""
+        return int(self._skipped.sum().item())
+
+    def _skip(self, worker: int, error: CorruptDataError, captions: int) -> None:
+        self._skipped[worker] += captions
+        message = str(error).split("; ", 1)[0]
+        if message not in _warned:
+            _warned.add(message)
+            _log.warning("data.on_error=skip: skipped %d training sample(s): %s", captions, message)
+
     def __len__(self) -> int:
         return self._len
 
@@ -263,20 +369,46 @@ class TrainStream(_Stream):
         if n_batches == 0:
             return
         rng = random.Random(f"train-buffer/{self.seed}/{epoch}/{self.rank}/{worker}")
-        items = self._items(plan.segments[slot])
-        produced = 0
+        self._skipped[worker] = 0
+        items = self._items(plan.segments[slot], worker)
+        produced, last = 0, None
         for batch in _distinct_image_batches(items, self.shuffle_buffer, self.batch_size, rng):
             yield self._collate(batch)
-            produced += 1
+            produced, last = produced + 1, batch
+        if produced < n_batches and int(self._skipped[worker]) > 0:
+            # Skipped samples left this slot short: repeat its last batch (freshly augmented) so every
+            # rank still takes the planned number of steps (DDP ranks must stay in step).
+            if last is None:
+                raise UserError(
+                    f"data.on_error=skip: every training sample of rank {self.rank} worker {worker} was "
+                    "unreadable; re-create the dataset"
+                )
+            for _ in range(n_batches - produced):
+                yield self._collate(last)
+            produced = n_batches
         if produced != n_batches:
             raise RuntimeError(
                 f"train stream produced {produced} batches, planned {n_batches}: shards changed?"
             )
 
-    def _items(self, segments: Sequence[Segment]) -> Iterator[tuple[Any, str, int, int, int]]:
-        for sample, kept in _caption_items(self.shards, segments, json_only=False):
-            image = self.prepare(decode_image(sample.image_bytes()))  # decoded + resized once
-            pid = _pid(sample, self.person)
+    def _items(
+        self, segments: Sequence[Segment], worker: int = 0
+    ) -> Iterator[tuple[Any, str, int, int, int]]:
+        skip = None
+        if self.on_error == "skip":
+
+            def skip(error: CorruptDataError, captions: int) -> None:
+                self._skip(worker, error, captions)
+
+        for sample, kept in _caption_items(self.shards, segments, json_only=False, fix=TRAIN_FIX, skip=skip):
+            try:
+                image = self.prepare(sample.decode(TRAIN_FIX))  # decoded + resized once
+                pid = _pid(sample, self.person)
+            except CorruptDataError as exc:
+                if skip is None:
+                    raise
+                skip(exc, len(kept))
+                continue
             for caption_index, caption in kept:
                 yield image, caption, sample.image_index, caption_index, pid
 
@@ -388,7 +520,7 @@ class EvalImageStream(_EvalStream):
         for seg in segments:
             for position, sample in _samples(self.shards[seg.shard], seg.hi):
                 if position >= seg.lo:
-                    image = self.resize(decode_image(sample.image_bytes())).as_subclass(torch.Tensor)
+                    image = self.resize(sample.decode(EVAL_FIX)).as_subclass(torch.Tensor)
                     yield image, sample.image_index, _pid(sample, self.person)
 
     def _collate(self, batch: list[tuple | None]) -> dict[str, torch.Tensor]:
@@ -434,19 +566,41 @@ class EvalTextStream(_EvalStream):
 
 
 class EpochDataLoader(DataLoader):
-    """A DataLoader that tells its `TrainStream` which epoch starts each time it is iterated.
+    """A DataLoader that tells its `TrainStream` which epoch starts each time it is iterated, and
+    that resumes mid-epoch exactly where a checkpoint left off.
 
     `epoch_fn()` (e.g. the Trainer's `current_epoch`) wins when it returns an int; otherwise the
     loader counts its own iterations. Needed because Lightning only calls `set_epoch` on samplers,
     and an iterable dataset has none.
+
+    Resuming: Lightning saves `state_dict()` in every checkpoint (`progress_fn()` = batches of the
+    epoch the trainer has completed) and hands it back through `load_state_dict` when it restarts
+    from one. The next iteration of that epoch then skips those batches: the stream's order is a
+    pure function of (seed, epoch, rank, worker), so the run continues with exactly the batches it
+    would have seen had it not been interrupted.
     """
 
     def __init__(
-        self, dataset: TrainStream, *args: Any, epoch_fn: Callable[[], int | None] | None = None, **kw: Any
+        self,
+        dataset: TrainStream,
+        *args: Any,
+        epoch_fn: Callable[[], int | None] | None = None,
+        progress_fn: Callable[[], int] | None = None,
+        **kw: Any,
     ):
         super().__init__(dataset, *args, **kw)
         self._epoch_fn = epoch_fn
+        self._progress_fn = progress_fn
         self._next_epoch = 0
+        self._current_epoch = 0
+        self._resume: tuple[int, int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        done = self._progress_fn() if self._progress_fn is not None else 0
+        return {"epoch": self._current_epoch, "batches": int(done)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = (int(state.get("epoch", -1)), int(state.get("batches", 0)))
 
     def __iter__(self) -> Any:
         epoch = self._epoch_fn() if self._epoch_fn is not None else None
@@ -454,4 +608,14 @@ class EpochDataLoader(DataLoader):
             epoch = self._next_epoch
         self.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
         self._next_epoch = epoch + 1
-        return super().__iter__()
+        self._current_epoch = epoch
+        skip = 0
+        if self._resume is not None:
+            resume_epoch, batches = self._resume
+            self._resume = None
+            if resume_epoch == epoch and 0 < batches < len(self.dataset):  # type: ignore[arg-type]
+                skip = batches
+        iterator = super().__iter__()
+        for _ in range(skip):
+            next(iterator)
+        return iterator

@@ -60,6 +60,7 @@ class DataConfig:
     val_split: str | None = "val"
     test_split: str = "test"
     synthetic: dict[str, Any] = field(default_factory=dict)  # generator sizes for synth datasets
+    on_error: str = "error"  # error | skip: a corrupt train sample stops the run, or is skipped and counted
     # Filled in from the manifest when a run starts (kept in the saved config so checkpoints reload):
     train_images: int | None = None
     train_identities: int | None = None  # person ids; for caption sets every image is its own id
@@ -94,6 +95,7 @@ class TrainerConfig:
     check_val_every_n_epoch: int = 1
     limit_train_batches: Any = None
     deterministic: bool = False
+    checkpoint_every_n_steps: int = 500  # also rewrite checkpoints/last.ckpt every N steps; 0: epoch ends
 
 
 @dataclass
@@ -207,6 +209,7 @@ NON_IDENTITY_KEYS = (
     "data.root",
     "data.train_images",
     "data.train_identities",
+    "trainer.checkpoint_every_n_steps",
 )
 
 
@@ -249,8 +252,14 @@ def validate(cfg: DictConfig) -> None:
     _require(o.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0")
     _require(len(o.betas) == 2, "optim.betas must have two values")
     _require(t.max_epochs >= 1, "trainer.max_epochs must be at least 1")
+    _require(
+        t.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps must be >= 0 (0 = epoch ends)"
+    )
+    _require(d.on_error in ("error", "skip"), f"data.on_error={d.on_error!r}; choose error or skip")
     _require(cfg.eval.checkpoint in ("best", "last"), "eval.checkpoint must be best or last")
     _require(cfg.eval.chunk_size is None or cfg.eval.chunk_size > 0, "eval.chunk_size must be positive")
+    _require(cfg.eval.latency_queries >= 1, "eval.latency_queries must be at least 1")
+    _require(cfg.eval.latency_top_k >= 1, "eval.latency_top_k must be at least 1")
     _require(cfg.backbone.context_length > 2, "backbone.context_length must be > 2")
 
 
