@@ -220,7 +220,9 @@ class ALADIN(RetrievalMethod):
             teacher = alignment.detach()
         if c.teacher_words == "sum":
             teacher = teacher * words.sum(1)[None, :]
-        distill = listwise_distillation(image @ text.T, teacher, c.student_scale, c.teacher_scale)
+        matching = image @ text.T
+        self.record_train_scores(matching)  # the deployed (matching) cosine, for BCLS
+        distill = listwise_distillation(matching, teacher, c.student_scale, c.teacher_scale)
         weight = self.distill_weight(self.current_epoch)
         losses = {"alignment": c.alignment_weight * align_loss, "distill": weight * distill}
         return self.log_losses(

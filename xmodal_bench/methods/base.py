@@ -13,6 +13,7 @@ fine-grained) are added by overriding `inference_modes`.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import lightning as L
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from xmodal_bench.backbones import create_backbone
+from xmodal_bench.errors import UserError
 from xmodal_bench.methods.optim import build_optimizer, build_scheduler
 from xmodal_bench.metrics import EmbeddingCollector
 from xmodal_bench.retrieval.evaluation import EvalInputs, InferenceMode, evaluate_modes, global_mode
@@ -31,6 +33,7 @@ class RetrievalMethod(L.LightningModule):
     """Base LightningModule of every retrieval method (not registered itself)."""
 
     method_name = "base"
+    wants_train_scores = False  # set by training plugins (BCLS) that read the batch score matrix
 
     def __init__(self, cfg: DictConfig | dict) -> None:
         super().__init__()
@@ -66,6 +69,12 @@ class RetrievalMethod(L.LightningModule):
         return [global_mode()]
 
     # ------------------------------------------------------------------ training helpers
+
+    def record_train_scores(self, scores: Tensor) -> None:
+        """Hand this batch's [images, captions] retrieval score matrix (with its graph) to a training
+        plugin such as BCLS; a no-op (nothing kept alive) unless a plugin asked for it."""
+        if self.wants_train_scores:
+            self._train_scores = scores
 
     def log_losses(self, losses: dict[str, Tensor], batch_size: int, **extra: Tensor | float) -> Tensor:
         """Log every loss term as `train/<name>` plus their sum as `train/loss`; return the sum."""
@@ -136,12 +145,25 @@ class RetrievalMethod(L.LightningModule):
             latency_queries=self.cfg.eval.latency_queries,
             top_k=self.cfg.eval.latency_top_k,
         )
+        if full:
+            report["modes"][report["primary_mode"]]["kendall_tau"] = self._pseudo_label_tau(split, inputs)
         report["encode"] = {
             "images_per_s": self._encode_count["image"] / max(self._encode_seconds["image"], 1e-9),
             "texts_per_s": self._encode_count["text"] / max(self._encode_seconds["text"], 1e-9),
         }
         self._collectors = {}
         return report
+
+    def _pseudo_label_tau(self, split: str, inputs: EvalInputs) -> dict[str, Any] | None:
+        """Kendall's tau of the global scores against tf-idf caption-similarity pseudo-labels (`bcls.tau`)."""
+        from xmodal_bench.bcls import pseudo_label_tau, split_store
+
+        try:
+            store = split_store(self.cfg.data.root, self.cfg.data.name, split)
+        except (OSError, UserError, KeyError, ValueError) as exc:  # a metric extra: never fail a run over it
+            warnings.warn(f"Kendall tau not computed: {exc}", stacklevel=2)
+            return None
+        return pseudo_label_tau(inputs.images["global"], inputs.texts["global"], store, split, seed=0)
 
     def on_validation_epoch_start(self) -> None:
         self._start_eval()

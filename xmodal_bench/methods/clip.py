@@ -30,11 +30,8 @@ class CLIP(RetrievalMethod):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         image, _ = self.backbone.encode_image(batch["image"])
         text, _, _ = self.backbone.encode_text(batch["text"])
+        image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+        self.record_train_scores(image @ text.T)  # for training plugins (BCLS)
         scale = self.backbone.logit_scale.exp().clamp(max=self.cfg.clip.max_logit_scale)
-        loss = infonce(
-            F.normalize(image, dim=-1),
-            F.normalize(text, dim=-1),
-            scale,
-            positives=match_mask(batch["image_index"]),
-        )
+        loss = infonce(image, text, scale, positives=match_mask(batch["image_index"]))
         return self.log_losses({"infonce": loss}, batch_size=len(image), logit_scale=scale.detach())

@@ -40,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xmodal_bench.errors import UserError
@@ -119,6 +120,7 @@ class IRRA(RetrievalMethod):
         ids, pids = batch["text"], batch["pid"]
         image, image_tokens = self.backbone.encode_image(batch["image"])
         text, _, _ = self.backbone.encode_text(ids)
+        self.record_train_scores(F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T)  # for BCLS
         losses: dict[str, Tensor] = {}
         extra: dict[str, Tensor] = {}
         if "sdm" in self.losses:

@@ -200,6 +200,7 @@ class TGDT(RetrievalMethod):
         image, image_tokens = self.encode_image(batch["image"])
         text, text_tokens, mask = self.encode_text(batch["text"])
         positives = match_mask(batch["image_index"])
+        self.record_train_scores(image @ text.T)  # the global cosine (stage 1), for BCLS
         hardest = not self._mean_negative_phase()
         if hardest:
             fine = hinge_fine_scores(text_tokens, mask, image_tokens, positives)
