@@ -12,6 +12,7 @@ RUNS_DIR  ?= runs
 SWEEP     ?= synth
 ARGS      ?=
 PYTEST_ARGS ?=
+PERF_ARGS ?=
 
 .PHONY: setup test bench sweep leaderboard lint format perf clean
 
@@ -29,6 +30,20 @@ test: setup
 bench: setup
 	$(BIN)/xmodal-bench bench --method $(METHOD) --data $(DATA) --scale $(SCALE) \
 		--data-root $(DATA_ROOT) --runs-dir $(RUNS_DIR) $(if $(RESUME),--resume) $(ARGS)
+
+perf: setup
+	$(BIN)/python benchmarks/perf/metrics_engine.py $(PERF_ARGS)
+	$(BIN)/python benchmarks/perf/data_loading.py $(PERF_ARGS)
+	$(BIN)/python benchmarks/perf/training_step.py $(PERF_ARGS)
+	$(BIN)/python benchmarks/perf/two_stage_latency.py $(PERF_ARGS)
+
+# SWEEP = a file under benchmarks/sweeps/ (synth, ci, ...) or a path; the sweep file names its own
+# data, runs and leaderboards folders. Extra flags or key=value overrides for every run: ARGS.
+sweep: setup
+	$(BIN)/xmodal-bench sweep --config $(SWEEP) $(ARGS)
+
+leaderboard: setup
+	$(BIN)/xmodal-bench leaderboard --runs-dir $(RUNS_DIR) $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

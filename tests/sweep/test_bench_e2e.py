@@ -59,7 +59,8 @@ def test_caption_protocol_run_writes_results_and_leaderboard(
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert record["changes"][:2] == ["trainer.max_epochs=1", "data.batch_size=16"]
     board = (tmp_path / "boards" / "synth.md").read_text()
-    assert "| clip trainer.max_epochs=1 data.batch_size=16" in board and "| tiny | 1 |" in board
+    assert "| clip | tiny | 1 |" in board  # the changes every row shares are said once, above the table
+    assert "Settings shared by every row: `trainer.max_epochs=1 data.batch_size=16" in board
 
     # the same config lands in the same run folder: a rerun replaces, never duplicates, its row
     assert _bench(synth_root, tmp_path, synth_params, "synth") == 0

@@ -96,3 +96,63 @@ def test_write_leaderboard_outputs_agree(runs, tmp_path) -> None:
     assert float(table[1]["r1"]) == rows[1]["r1"] == 50.0
     assert rows[2]["r1"] == 35.0  # the ablation is a row of its own, not averaged into irra
     assert not list(out.glob(".*tmp"))  # no temp files left behind
+
+
+def test_rebuild_writes_plots_and_an_index(runs, tmp_path, capsys) -> None:
+    from xmodal_bench.cli import main
+
+    out = tmp_path / "boards"
+    assert main(["leaderboard", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    for dataset in ("synth", "synth_reid"):
+        for suffix in ("md", "csv", "json", "png"):
+            assert (out / f"{dataset}.{suffix}").is_file(), (dataset, suffix)
+        assert (out / f"{dataset}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"![{dataset}: accuracy vs t2i latency]({dataset}.png)" in (out / f"{dataset}.md").read_text()
+    index = (out / "README.md").read_text()
+    assert "| synth_reid | person | 5 | irra (r1 50.00) | [synth_reid.md](synth_reid.md)" in index
+    assert "[synth.png](synth.png)" in index and "## Accuracy vs latency" in index
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".leaderboards.lock"]
+    assert "index: " in capsys.readouterr().out
+
+
+def test_leaderboard_command_without_runs_is_a_user_error(tmp_path, capsys) -> None:
+    from xmodal_bench.cli import main
+
+    assert main(["leaderboard", "--runs-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "b")]) == 2
+    assert "no runs folder" in capsys.readouterr().err
+
+
+def test_settings_shared_by_every_row_are_said_once(tmp_path) -> None:
+    shared = ["trainer.max_epochs=2", "data.workers=0"]
+    records = [
+        _record("clip", 0, {"global": (40.0, 0.02)}, changes=shared),
+        _record("irra", 0, {"global": (45.0, 0.03)}, changes=[*shared, "irra.mask_prob=0.2"]),
+    ]
+    board = build_leaderboard(records, "synth_reid")
+    assert board.common == tuple(shared)
+    assert [row.label for row in board.rows] == ["clip", "irra irra.mask_prob=0.2"]
+    assert "Settings shared by every row: `trainer.max_epochs=2 data.workers=0`." in board.markdown()
+
+
+def test_a_failed_rebuild_leaves_every_file_whole(runs, tmp_path, monkeypatch) -> None:
+    from xmodal_bench.sweep import leaderboard
+
+    out = tmp_path / "boards"
+    write_leaderboard(runs, out, "synth_reid")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+    atomic_write_json(
+        runs / "synth_reid" / "clip" / "run9" / "results.json", _record("clip", 2, {"global": (99.0, 0.01)})
+    )
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(leaderboard, "atomic_write_json", crash)  # md written, then the json fails
+    with pytest.raises(OSError):
+        write_leaderboard(runs, out, "synth_reid")
+    monkeypatch.undo()
+    after = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+    assert set(after) == set(before)  # no half-written or temporary files
+    assert json.loads(after["synth_reid.json"]) == json.loads(before["synth_reid.json"])
+    write_leaderboard(runs, out, "synth_reid")
+    assert "60.33 ± " in (out / "synth_reid.md").read_text()  # (40 + 42 + 99) / 3

@@ -10,30 +10,16 @@ numbers do.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from xmodal_bench.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:
     from xmodal_bench.sweep.leaderboard import Leaderboard
 
 LATENCY_KEY = "t2i_ms"
 MAX_LABEL = 40
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _short(label: str) -> str:
@@ -83,5 +69,5 @@ def plot_accuracy_latency(board: Leaderboard, path: Path) -> Path | None:
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", metadata={"Software": None})
-    _atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
     return path

@@ -8,7 +8,8 @@ node (DDP) when there are several, else one device; `trainer.num_nodes` and the 
 torchrun environment are Lightning's business (see the README's job script).
 
 - A run whose `results.json` is already there (same config id, same seed) is skipped unless
-  `--force`: an interrupted sweep resumes where it stopped.
+  `--force`, and the others run with `bench --resume`: an interrupted sweep resumes where it
+  stopped, a run it killed half-way from that run's last checkpoint (`--force` starts afresh).
 - A failing run (non-zero exit, a timeout, no results written) is recorded in
   `{run_dir}/failure.json` with the end of its log; its full output is in `{run_dir}/sweep.log`.
   The sweep goes on; it ends with a summary table and exit status 1 if any run failed.
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -126,12 +127,16 @@ def _kill(process: subprocess.Popen, sig: int) -> None:
         os.killpg(process.pid, sig)
 
 
-def run_subprocess(run: PlannedRun, timeout_s: float | None, quiet: bool) -> tuple[int, str]:
+def run_subprocess(
+    run: PlannedRun, timeout_s: float | None, quiet: bool, threads: int | None = None
+) -> tuple[int, str]:
     """Run `python -m xmodal_bench <argv>` in its own process group, output to the console (unless
     quiet) and to `{run_dir}/sweep.log`. Returns (exit status, the log's text); -9 on timeout."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("WANDB_MODE", "offline")
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     env["PYTHONUNBUFFERED"] = "1"
     command = [sys.executable, "-m", "xmodal_bench", *run.argv]
     started = time.monotonic()
@@ -181,29 +186,40 @@ def run_subprocess(run: PlannedRun, timeout_s: float | None, quiet: bool) -> tup
     return code, text
 
 
-def run_in_process(run: PlannedRun) -> tuple[int, str]:
+def run_in_process(run: PlannedRun, threads: int | None = None) -> tuple[int, str]:
     """Run the CLI in this process (tests, CI on CPU): no isolation and no DDP, but no start-up cost."""
     import torch
 
     from xmodal_bench.cli import main
 
     deterministic = torch.are_deterministic_algorithms_enabled()
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         return main(run.argv), ""
     except Exception:
         return 1, traceback.format_exc()
     finally:
         torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(saved_threads)
 
 
-def execute(run: PlannedRun, *, timeout_s: float | None, quiet: bool, in_process: bool) -> Outcome:
+def execute(
+    run: PlannedRun, *, timeout_s: float | None, quiet: bool, in_process: bool, threads: int | None = None
+) -> Outcome:
     """Run one cell of the grid and classify it; a failure is written to `{run_dir}/failure.json`."""
     started = time.perf_counter()
-    code, text = run_in_process(run) if in_process else run_subprocess(run, timeout_s, quiet)
+    if in_process:
+        code, text = run_in_process(run, threads)
+    else:
+        code, text = run_subprocess(run, timeout_s, quiet, threads)
     seconds = time.perf_counter() - started
     record = read_results(run.run_dir / RESULTS_FILE)
     failure_path = run.run_dir / FAILURE_FILE
-    if code == 0 and record is not None:
+    # Under a multi-task launcher only rank 0 writes results.json (and may still be writing it
+    # when another rank's process has exited): the other ranks go by their exit status.
+    if code == 0 and (record is not None or launcher_rank() != 0):
         failure_path.unlink(missing_ok=True)
         return Outcome(run, "ok", seconds, code)
     tail = _tail(text)
@@ -307,6 +323,7 @@ def run_sweep(
         if spec.baseline is None:
             raise UserError(f"{spec.path}: --update-baseline needs a `baseline:` section in the sweep file")
         seeds += [s for s in spec.baseline.noise_seeds if s not in seeds]
+        force = True  # results of an older checkout share the config id: never bake them in
     runs, unknown = plan_runs(
         spec,
         seeds=seeds,
@@ -330,9 +347,13 @@ def run_sweep(
         if complete and not force:
             report.outcomes.append(Outcome(run, "skipped"))
             continue
+        if not force:  # a run a killed sweep left unfinished continues from its last checkpoint
+            run = replace(run, argv=[run.argv[0], "--resume", *run.argv[1:]])
         if not quiet and rank == 0:
             print(f"[{index}/{len(runs)}] {run.label}: xmodal-bench {' '.join(run.argv)}", flush=True)
-        report.outcomes.append(execute(run, timeout_s=spec.timeout_s, quiet=quiet, in_process=in_process))
+        report.outcomes.append(
+            execute(run, timeout_s=spec.timeout_s, quiet=quiet, in_process=in_process, threads=spec.threads)
+        )
         if rank == 0:
             _write_sweep_record(report, started)
     if dry_run or rank != 0:
@@ -383,7 +404,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--update-baseline",
         action="store_true",
-        help="rewrite the sweep's regression baseline from this sweep (runs its noise seeds too)",
+        help="rewrite the sweep's regression baseline from this sweep (reruns every run, noise seeds too)",
     )
     parser.add_argument(
         "--no-check", action="store_true", help="do not check the sweep's regression baseline"

@@ -11,6 +11,7 @@
     runs_dir: runs                        # optional: default runs/
     leaderboards_dir: leaderboards        # optional: default leaderboards/
     timeout_s: 3600                       # optional: a run taking longer is killed and counted as failed
+    threads: 1                            # optional: CPU threads per run (OMP_NUM_THREADS); default torch's
     baseline:                             # optional: the CI regression gate (see sweep.baseline)
       path: leaderboards/ci_baseline.json
       noise_seeds: [1, 2]                 # extra seeds run by --update-baseline to measure noise
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig
 
 from xmodal_bench.config import SCALES, benchmarks_dir, parse_overrides, read_layer
@@ -49,6 +51,7 @@ KEYS = {
     "runs_dir",
     "leaderboards_dir",
     "timeout_s",
+    "threads",
     "baseline",
     "about",
 }
@@ -78,6 +81,7 @@ class SweepSpec:
     runs_dir: str | None = None
     leaderboards_dir: str | None = None
     timeout_s: float | None = None
+    threads: int | None = None
     baseline: BaselineSpec | None = None
 
 
@@ -166,7 +170,7 @@ def _baseline(value: Any, where: str) -> BaselineSpec | None:
 def load_sweep(name_or_path: str | Path) -> SweepSpec:
     """Read and check a sweep file (the methods and datasets are checked by `plan_runs`)."""
     path = resolve_sweep_path(str(name_or_path))
-    doc = read_layer(path)
+    doc = _read_yaml(path)
     unknown = sorted(set(doc) - KEYS)
     if unknown:
         raise UserError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(KEYS))}")
@@ -184,6 +188,9 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
     timeout = doc.get("timeout_s")
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
         raise UserError(f"{path}: timeout_s must be a positive number of seconds")
+    threads = doc.get("threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise UserError(f"{path}: threads must be a positive integer (CPU threads per run)")
     return SweepSpec(
         name=str(doc.get("name") or path.stem),
         path=path,
@@ -198,8 +205,23 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
         runs_dir=doc.get("runs_dir"),
         leaderboards_dir=doc.get("leaderboards_dir"),
         timeout_s=float(timeout) if timeout is not None else None,
+        threads=threads,
         baseline=_baseline(doc.get("baseline"), f"{path}: baseline"),
     )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The sweep file as a mapping; a YAML syntax error becomes one line naming where it is."""
+    try:
+        return read_layer(path)
+    except UserError as exc:
+        cause = exc.__cause__
+        if not isinstance(cause, yaml.YAMLError):
+            raise
+        mark = getattr(cause, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(cause, "problem", None) or type(cause).__name__
+        raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
 
 
 def unknown_methods(spec: SweepSpec) -> list[str]:
