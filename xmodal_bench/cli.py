@@ -131,6 +131,10 @@ def format_summary(record: dict[str, Any]) -> str:
         lines.append(f" {star}{mode:<10} {metrics}")
         if timing:
             lines.append(f"  {'':<10} latency per query: {timing}")
+        if (tau := entry.get("kendall_tau")) and tau["kendall_tau"] is not None:  # see xmodal_bench.bcls.tau
+            lines.append(
+                f"  {'':<10} kendall tau: {tau['kendall_tau']:.4f} (t2i {tau['t2i']:.4f}, i2t {tau['i2t']:.4f})"
+            )
     eff = record["efficiency"]
     train = eff.get("train_samples_per_s")
     lines.append(
@@ -147,7 +151,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from xmodal_bench.sweep.run import bench
 
     cfg = compose_from_args(args)
-    record = bench(cfg)
+    record = bench(cfg, resume=getattr(args, "resume", False))
     print(format_summary(record))
     print(f"leaderboard: {Path(cfg.leaderboards_dir) / (cfg.data.name + '.md')}")
     return 0
@@ -178,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("bench", help="train and evaluate one method on one dataset")
     add_run_arguments(p)
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoints/last.ckpt")
     p.set_defaults(func=cmd_bench)
 
     from xmodal_bench.metrics import score
