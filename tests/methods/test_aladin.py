@@ -12,11 +12,9 @@ import torch.nn.functional as F
 from datamodules import RetrievalDataModule
 from xmodal_bench.config import compose
 from xmodal_bench.errors import UserError
-from xmodal_bench.losses import hardest_negative_triplet, match_mask
-from xmodal_bench.methods.aladin import ALADIN, hinge_alignment_scores, word_mask
+from xmodal_bench.methods.aladin import ALADIN, word_mask
 from xmodal_bench.registry import create_method, method_sections
 from xmodal_bench.retrieval.evaluation import EvalInputs, evaluate_modes, global_mode
-from xmodal_bench.retrieval.token_scores import token_score_matrix
 
 
 def _config(*overrides: str):
@@ -63,24 +61,6 @@ def test_distillation_waits_for_its_epoch_then_trains_the_matching_head(batch) -
     loss.backward()
     assert float(head.grad.abs().sum()) > 0
     assert method.backbone.logit_scale.grad is None
-
-
-def test_sparse_hinge_scores_equal_the_dense_matrix_in_value_and_gradient() -> None:
-    torch.manual_seed(3)
-    text = F.normalize(torch.randn(6, 5, 8), dim=-1).requires_grad_(True)
-    image = F.normalize(torch.randn(6, 4, 8), dim=-1).requires_grad_(True)
-    words = torch.rand(6, 5) > 0.3
-    words[:, 0] = True
-    positives = match_mask(torch.tensor([0, 1, 1, 2, 3, 4]))
-    dense = token_score_matrix(text, words, image).T
-    sparse, teacher = hinge_alignment_scores(text, words, image, positives)
-    assert torch.equal(sparse.detach(), dense.detach()) and torch.equal(teacher, dense.detach())
-    assert not teacher.requires_grad
-    grads = [
-        torch.autograd.grad(hardest_negative_triplet(m, positives), (text, image)) for m in (dense, sparse)
-    ]
-    for a, b in zip(*grads, strict=True):
-        assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_word_mask_drops_start_end_and_padding(tokenizer) -> None:

@@ -76,7 +76,7 @@ def test_training_step_on_a_real_batch_trains_every_part_on_the_clean_caption(re
     logged: dict[str, float] = {}
     log_losses = method.log_losses
     method.log_losses = lambda losses, batch_size, **extra: (
-        logged.update({k: float(v) for k, v in {**losses, **extra}.items()}),
+        logged.update({k: float(torch.as_tensor(v).detach()) for k, v in {**losses, **extra}.items()}),
         log_losses(losses, batch_size, **extra),
     )[1]
     method.log_dict = method.log = lambda *args, **kwargs: None  # no Trainer attached

@@ -12,8 +12,6 @@ from datamodules import RetrievalDataModule
 from xmodal_bench.cli import main
 from xmodal_bench.config import compose
 from xmodal_bench.errors import UserError
-from xmodal_bench.losses import hardest_negative_triplet, match_mask
-from xmodal_bench.methods.tgdt import hinge_fine_scores
 from xmodal_bench.metrics import CAPTION_METRIC_NAMES
 from xmodal_bench.registry import create_method, method_sections
 from xmodal_bench.retrieval.token_scores import token_score_matrix
@@ -52,22 +50,6 @@ def test_training_step_is_finite_and_reaches_the_backbone(synth_root, tokenizer)
     ]:
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
     assert method.backbone.logit_scale.grad is None
-
-
-def test_hinge_fine_scores_give_the_full_matrix_loss_and_gradients() -> None:
-    torch.manual_seed(0)
-    words = torch.nn.functional.normalize(torch.randn(6, 5, 4), dim=-1).requires_grad_()
-    regions = torch.nn.functional.normalize(torch.randn(6, 3, 4), dim=-1).requires_grad_()
-    mask = torch.arange(5)[None, :] < torch.tensor([5, 2, 3, 4, 1, 5])[:, None]
-    positives = match_mask(torch.tensor([0, 1, 0, 2, 3, 4]))
-    losses, grads = [], []
-    for scores in (hinge_fine_scores, lambda t, m, v, p: token_score_matrix(t, m, v).T):
-        loss = hardest_negative_triplet(scores(words, mask, regions, positives), positives, margin=0.5)
-        losses.append(loss.detach())
-        grads.append(torch.autograd.grad(loss, [words, regions]))
-    assert losses[0].item() > 0 and torch.equal(losses[0], losses[1])
-    for mine, full in zip(grads[0], grads[1], strict=True):
-        assert full.abs().sum() > 0 and torch.allclose(mine, full, atol=1e-6)
 
 
 def test_evaluation_features_feed_the_fine_score(synth_root, tokenizer) -> None:

@@ -156,3 +156,20 @@ def test_a_failed_rebuild_leaves_every_file_whole(runs, tmp_path, monkeypatch) -
     assert json.loads(after["synth_reid.json"]) == json.loads(before["synth_reid.json"])
     write_leaderboard(runs, out, "synth_reid")
     assert "60.33 ± " in (out / "synth_reid.md").read_text()  # (40 + 42 + 99) / 3
+
+
+def test_kendall_tau_sits_beside_the_metrics_so_base_and_bcls_rows_compare(tmp_path) -> None:
+    base = _record("clip", 0, {"global": (40.0, 0.02)})
+    bcls = _record("clip+bcls", 0, {"global": (38.0, 0.02)})
+    base["modes"]["global"]["kendall_tau"] = {"kendall_tau": 0.128, "t2i": 0.135, "i2t": 0.12}
+    bcls["modes"]["global"]["kendall_tau"] = {"kendall_tau": 0.2, "t2i": 0.21, "i2t": 0.19}
+    board = build_leaderboard([base, bcls], "synth_reid")
+    assert [row.label for row in board.rows] == ["clip", "clip+bcls"]
+    lines = board.markdown().splitlines()
+    header = next(line for line in lines if line.startswith("| method"))
+    titles = [cell.strip() for cell in header.strip("|").split("|")]
+    assert titles.index("Kendall τ") == titles.index("mINP") + 1  # after the metrics, before efficiency
+    column = titles.index("Kendall τ")
+    cells = {line.split("|")[1].strip(): line.split("|")[column + 1].strip() for line in lines[-2:]}
+    assert cells == {"clip": "0.128", "clip+bcls": "**0.200**"}
+    assert [r["kendall_tau"] for r in board.records()] == [0.128, 0.2]

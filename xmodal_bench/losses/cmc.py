@@ -27,32 +27,15 @@ scores equal). The released code starts from pretrained encoders and never needs
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from xmodal_bench.losses.triplet import hardest_negative_triplet
+from xmodal_bench.losses.triplet import hardest_negative_triplet, mean_negative_triplet
 
 
 def consistency_loss(image_emb: Tensor, text_emb: Tensor, margin: float = 0.3) -> Tensor:
     """sum_j [max_i |<t_i, t_j> - <v_i, v_j>| - margin]_+ for L2-normalised [B, D] embeddings."""
     gap = (text_emb @ text_emb.T - image_emb @ image_emb.T).abs()
     return (gap.amax(dim=0) - margin).clamp(min=0).sum()
-
-
-def mean_negative_triplet(scores: Tensor, positives: Tensor | None = None, margin: float = 0.2) -> Tensor:
-    """Triplet hinge averaged over each anchor's negatives (not the hardest), summed over anchors.
-
-    scores [B, B] (rows images, columns captions, diagonal = matching pairs); both directions.
-    """
-    if positives is None:
-        positives = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
-    negatives = (~positives).to(scores.dtype)
-    diagonal = scores.diagonal()
-    i2t = (margin + scores - diagonal[:, None]).clamp(min=0) * negatives
-    t2i = (margin + scores - diagonal[None, :]).clamp(min=0) * negatives
-    per_image = i2t.sum(1) / negatives.sum(1).clamp(min=1)
-    per_caption = t2i.sum(0) / negatives.sum(0).clamp(min=1)
-    return per_image.sum() + per_caption.sum()
 
 
 def cmc_loss(

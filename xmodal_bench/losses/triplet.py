@@ -8,6 +8,10 @@ pair) and margin m:
 
 and the loss sums (VSE++, TGDT, ALADIN) or averages both directions. Pairs marked in `positives`
 (e.g. another caption of the same image in the batch) are never used as negatives.
+
+`mean_negative_triplet` averages the violations over each anchor's negatives instead of taking
+the hardest: the warm-up of hinge-trained methods from random weights, where the max-violation
+hinge collapses every embedding to one point (all scores equal, loss stuck at 2 B m).
 """
 
 from __future__ import annotations
@@ -33,3 +37,14 @@ def hardest_negative_triplet(
     i2t, t2i = _violations(scores, positives, margin)
     per_row = i2t.amax(dim=1) + t2i.amax(dim=0)
     return per_row.sum() if reduction == "sum" else per_row.mean()
+
+
+def mean_negative_triplet(scores: Tensor, positives: Tensor | None = None, margin: float = 0.2) -> Tensor:
+    """Triplet hinge averaged over each anchor's negatives (not the hardest), summed over anchors."""
+    if positives is None:
+        positives = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
+    i2t, t2i = _violations(scores, positives, margin)
+    negatives = (~positives).to(scores.dtype)
+    return (i2t.sum(1) / negatives.sum(1).clamp(min=1)).sum() + (
+        t2i.sum(0) / negatives.sum(0).clamp(min=1)
+    ).sum()

@@ -46,20 +46,19 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from xmodal_bench.errors import UserError
 from xmodal_bench.losses import hardest_negative_triplet, listwise_distillation, match_mask
-from xmodal_bench.losses.cmc import mean_negative_triplet
+from xmodal_bench.losses.triplet import mean_negative_triplet
 from xmodal_bench.methods.base import RetrievalMethod
+from xmodal_bench.methods.heads import SlotTransformer
 from xmodal_bench.registry import register_method
 from xmodal_bench.retrieval.evaluation import EvalInputs, InferenceMode, exhaustive_mode, fused_mode
 from xmodal_bench.retrieval.index import IndexConfig, check_index_config
 from xmodal_bench.retrieval.index_mode import index_factory, index_mode
-from xmodal_bench.retrieval.token_scores import token_score_matrix, token_score_pairs
+from xmodal_bench.retrieval.token_scores import hinge_token_scores, token_dtype, token_score_matrix
 from xmodal_bench.retrieval.two_stage import FineScorer, check_k, token_fine_scorer
-
-_TOKEN_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -87,52 +86,12 @@ class ALADINConfig:
     index: IndexConfig = field(default_factory=IndexConfig)  # the kNN index of `matching` / `two_stage`
 
 
-class MatchingHead(nn.Module):
-    """Transformer shared by both modalities over [global slot; tokens]; position 0, L2-normalised."""
-
-    def __init__(self, dim: int, cfg: ALADINConfig) -> None:
-        super().__init__()
-        layer = nn.TransformerEncoderLayer(dim, cfg.heads, cfg.ff_dim or dim, cfg.dropout, batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, cfg.matching_layers, enable_nested_tensor=False)
-
-    def forward(self, slot: Tensor, tokens: Tensor, padding: Tensor | None = None) -> Tensor:
-        sequence = torch.cat([slot[:, None, :], tokens], dim=1)
-        if padding is not None:
-            padding = torch.cat([padding.new_zeros(padding.shape[0], 1), padding], dim=1)
-        return F.normalize(self.encoder(sequence, src_key_padding_mask=padding)[:, 0], dim=-1)
-
-
 def word_mask(ids: Tensor, mask: Tensor) -> Tensor:
     """Caption words: non-padding tokens other than the start (position 0) and end (highest id) markers."""
     words = mask.clone()
     words[:, 0] = False
     words.scatter_(1, ids.argmax(dim=1, keepdim=True), False)  # open_clip's EOT has the largest id
     return words
-
-
-def hinge_alignment_scores(
-    text_tokens: Tensor, words: Tensor, image_tokens: Tensor, positives: Tensor
-) -> tuple[Tensor, Tensor]:
-    """(scores for a hardest-negative hinge, detached full scores) of a batch, [images, captions].
-
-    Both hold the values of `token_score_matrix(...).T`. The full matrix is computed without
-    autograd (it is also the distillation teacher, which is detached anyway); a max-violation
-    hinge has gradients only through the positive pairs and each row's and column's hardest
-    negative, so only those <= 3B entries are recomputed with autograd and spliced in as
-    `x - x.detach()` (values unchanged). Same loss and gradients as the dense matrix, without the
-    backward pass through the [B, B, L, N] similarity tensor.
-    """
-    size = positives.shape[0]
-    with torch.no_grad():
-        full = token_score_matrix(text_tokens, words, image_tokens).T.contiguous()
-        negatives = full.masked_fill(positives, -torch.inf)
-        rows = torch.arange(size, device=full.device)
-        image = torch.cat([rows, rows, negatives.argmax(0)])
-        caption = torch.cat([rows, negatives.argmax(1), rows])
-        pairs = torch.unique(image * size + caption)
-        image, caption = pairs // size, pairs % size
-    live = token_score_pairs(text_tokens[caption], words[caption], image_tokens[image])
-    return full.index_put((image, caption), full[image, caption] + (live - live.detach())), full
 
 
 @register_method("aladin", ALADINConfig)
@@ -148,10 +107,7 @@ class ALADIN(RetrievalMethod):
         check_index_config(c.index)
         if c.teacher_words not in ("mean", "sum"):
             raise UserError(f"aladin.teacher_words={c.teacher_words!r}; choose mean or sum")
-        if c.eval_token_dtype not in _TOKEN_DTYPES:
-            raise UserError(
-                f"aladin.eval_token_dtype={c.eval_token_dtype!r}; choose {', '.join(_TOKEN_DTYPES)}"
-            )
+        self.token_dtype = token_dtype(c.eval_token_dtype, "aladin.eval_token_dtype")
         if min(c.alignment_max_gallery, c.distill_after_epochs, c.mean_negative_epochs) < 0:
             raise UserError(
                 "aladin.alignment_max_gallery, distill_after_epochs and mean_negative_epochs must be >= 0"
@@ -159,7 +115,8 @@ class ALADIN(RetrievalMethod):
         dim = self.backbone.embed_dim
         if dim % c.heads:
             raise UserError(f"aladin.heads={c.heads} must divide the embedding width {dim}")
-        self.matching = MatchingHead(dim, c)
+        # matching head: one transformer shared by both modalities over [pooled embedding; tokens]
+        self.matching = SlotTransformer(dim, c.heads, c.ff_dim or dim, c.dropout, c.matching_layers)
         # no temperature in these losses (and DDP wants no unused parameters)
         self.backbone.logit_scale.requires_grad_(False)
 
@@ -169,7 +126,7 @@ class ALADIN(RetrievalMethod):
         """(matching embedding [B, D], alignment tokens [B, N, D]), both L2-normalised."""
         pooled, tokens = self.backbone.encode_image(images)
         tokens = self.backbone.project_image_tokens(tokens)
-        return self.matching(pooled, tokens), F.normalize(tokens, dim=-1)
+        return F.normalize(self.matching(pooled, tokens), dim=-1), F.normalize(tokens, dim=-1)
 
     def encode_text(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(matching embedding [B, D], alignment tokens [B, L, D], word mask [B, L]); L trimmed to the batch."""
@@ -180,13 +137,14 @@ class ALADIN(RetrievalMethod):
             self.backbone.project_text_tokens(tokens[:, :length]),
             mask[:, :length],
         )
-        return self.matching(pooled, tokens, ~mask), F.normalize(tokens, dim=-1), word_mask(ids, mask)
+        matching = F.normalize(self.matching(pooled, tokens, ~mask), dim=-1)
+        return matching, F.normalize(tokens, dim=-1), word_mask(ids, mask)
 
     def image_features(self, images: Tensor) -> dict[str, Tensor]:
         matching, tokens = self.encode_image(images)
         return {
             "global": matching.float(),
-            "tokens": tokens.to(_TOKEN_DTYPES[self.cfg.aladin.eval_token_dtype]),
+            "tokens": tokens.to(self.token_dtype),
         }
 
     def text_features(self, ids: Tensor) -> dict[str, Tensor]:
@@ -194,7 +152,7 @@ class ALADIN(RetrievalMethod):
         pad = ids.shape[1] - tokens.shape[1]  # every batch stored at the full context length
         return {
             "global": matching.float(),
-            "tokens": F.pad(tokens, (0, 0, 0, pad)).to(_TOKEN_DTYPES[self.cfg.aladin.eval_token_dtype]),
+            "tokens": F.pad(tokens, (0, 0, 0, pad)).to(self.token_dtype),
             "mask": F.pad(words, (0, pad)).to(torch.uint8),  # uint8, not bool: gathers on every backend
         }
 
@@ -210,9 +168,10 @@ class ALADIN(RetrievalMethod):
         image, image_tokens = self.encode_image(batch["image"])
         text, text_tokens, words = self.encode_text(batch["text"])
         positives = match_mask(batch["image_index"])
-        hardest = not self._mean_negative_phase()
+        hardest = not self.in_first_epochs(c.mean_negative_epochs)
         if hardest:
-            alignment, teacher = hinge_alignment_scores(text_tokens, words, image_tokens, positives)
+            alignment = hinge_token_scores(text_tokens, words, image_tokens, positives)
+            teacher = alignment.detach()
             align_loss = hardest_negative_triplet(alignment, positives, margin=c.margin)
         else:
             alignment = token_score_matrix(text_tokens, words, image_tokens).T  # [images, captions]
@@ -232,13 +191,6 @@ class ALADIN(RetrievalMethod):
             distill_on=weight,
             hardest=float(hardest),
         )
-
-    def _mean_negative_phase(self) -> bool:
-        """True during the first `mean_negative_epochs` epochs of training (never without a trainer)."""
-        epochs = self.cfg.aladin.mean_negative_epochs
-        if epochs <= 0 or self._trainer is None:
-            return False
-        return self.trainer.global_step < epochs * max(1, int(self.trainer.num_training_batches))
 
     # ------------------------------------------------------------------ inference
 

@@ -76,6 +76,12 @@ class RetrievalMethod(L.LightningModule):
         if self.wants_train_scores:
             self._train_scores = scores
 
+    def in_first_epochs(self, epochs: float) -> bool:
+        """True during the first `epochs` (may be fractional) epochs of training; never without a trainer."""
+        if epochs <= 0 or self._trainer is None:
+            return False
+        return self.trainer.global_step < epochs * max(1, int(self.trainer.num_training_batches))
+
     def log_losses(self, losses: dict[str, Tensor], batch_size: int, **extra: Tensor | float) -> Tensor:
         """Log every loss term as `train/<name>` plus their sum as `train/loss`; return the sum."""
         total = torch.stack([value for value in losses.values()]).sum()

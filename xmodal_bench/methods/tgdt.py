@@ -16,8 +16,8 @@ Fine score s_loc(t, v) = mean over the caption's words of the max over image tok
 
 Loss (`losses.cmc`): global hardest-negative hinge (margin 0.2, both directions) + intra-modal
 consistency (margin 0.3) + local hardest-negative hinge on s_loc; all sums over the batch. The
-local term's batch matrix is built by `hinge_fine_scores` (exact values and gradients, backward
-only through the entries the hinge uses).
+local term's batch matrix is built by `retrieval.token_scores.hinge_token_scores` (exact values
+and gradients, backward only through the entries the hinge uses).
 
 Inference: modes `fused` (primary: global top-K, K=100 for t2i and 50 for i2t, re-scored by
 s_global + lambda * s_loc), `global` (stage 1 only) and `local` (s_loc over the whole gallery, only
@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from xmodal_bench.errors import UserError
 from xmodal_bench.losses import cmc_loss, match_mask
 from xmodal_bench.methods.base import RetrievalMethod
+from xmodal_bench.methods.heads import SlotTransformer, transformer_encoder
 from xmodal_bench.registry import register_method
 from xmodal_bench.retrieval.evaluation import (
     EvalInputs,
@@ -59,10 +60,8 @@ from xmodal_bench.retrieval.evaluation import (
     fused_mode,
     global_mode,
 )
-from xmodal_bench.retrieval.token_scores import token_score_matrix, token_score_pairs
+from xmodal_bench.retrieval.token_scores import hinge_token_scores, token_dtype, token_score_matrix
 from xmodal_bench.retrieval.two_stage import FineScorer, check_k, token_fine_scorer
-
-_TOKEN_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -88,57 +87,16 @@ class TGDTConfig:
     eval_token_dtype: str = "float32"  # dtype of the stored gallery tokens (float16 halves memory)
 
 
-def _encoder(dim: int, cfg: TGDTConfig, layers: int) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(dim, cfg.heads, cfg.ff_dim, cfg.dropout, batch_first=True)
-    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-
-
 class LocalBranch(nn.Module):
     """Projection of backbone tokens into the joint space, then a transformer over them."""
 
     def __init__(self, in_dim: int, dim: int, cfg: TGDTConfig) -> None:
         super().__init__()
         self.proj = nn.Linear(in_dim, dim)
-        self.encoder = _encoder(dim, cfg, cfg.local_layers)
+        self.encoder = transformer_encoder(dim, cfg.heads, cfg.ff_dim, cfg.dropout, cfg.local_layers)
 
     def forward(self, tokens: Tensor, padding: Tensor | None = None) -> Tensor:
         return self.encoder(self.proj(tokens), src_key_padding_mask=padding)
-
-
-class TokenGuidedGlobal(nn.Module):
-    """A transformer over [global slot; local tokens]; the global feature is the slot's output."""
-
-    def __init__(self, dim: int, cfg: TGDTConfig) -> None:
-        super().__init__()
-        self.encoder = _encoder(dim, cfg, cfg.global_layers)
-
-    def forward(self, slot: Tensor, tokens: Tensor, padding: Tensor | None = None) -> Tensor:
-        sequence = torch.cat([slot[:, None, :], tokens], dim=1)
-        if padding is not None:
-            padding = torch.cat([padding.new_zeros(padding.shape[0], 1), padding], dim=1)
-        return self.encoder(sequence, src_key_padding_mask=padding)[:, 0]
-
-
-def hinge_fine_scores(text_tokens: Tensor, mask: Tensor, image_tokens: Tensor, positives: Tensor) -> Tensor:
-    """The batch's fine score matrix [images, captions] for a hardest-negative hinge, cheaply.
-
-    Values equal `token_score_matrix(...).T` exactly. A max-violation hinge only differentiates
-    through the positive pairs (diagonal) and each row's and column's hardest negative, so the
-    full matrix is computed without autograd and only those <= 3B entries are recomputed with it
-    (added as `x - x.detach()`, which leaves the values bit-identical): same loss, same gradients,
-    without the backward pass through the [B, B, L, N] similarity tensor.
-    """
-    size = positives.shape[0]
-    with torch.no_grad():
-        full = token_score_matrix(text_tokens, mask, image_tokens).T.contiguous()
-        negatives = full.masked_fill(positives, -torch.inf)
-        rows = torch.arange(size, device=full.device)
-        image = torch.cat([rows, rows, negatives.argmax(0)])
-        caption = torch.cat([rows, negatives.argmax(1), rows])
-        pair = torch.unique(image * size + caption)
-        image, caption = pair // size, pair % size
-    live = token_score_pairs(text_tokens[caption], mask[caption], image_tokens[image])
-    return full.index_put((image, caption), full[image, caption] + (live - live.detach()))
 
 
 @register_method("tgdt", TGDTConfig)
@@ -150,10 +108,7 @@ class TGDT(RetrievalMethod):
         c = self.cfg.tgdt
         check_k(c.k_t2i, "tgdt.k_t2i")
         check_k(c.k_i2t, "tgdt.k_i2t")
-        if c.eval_token_dtype not in _TOKEN_DTYPES:
-            raise UserError(
-                f"tgdt.eval_token_dtype={c.eval_token_dtype!r}; choose {', '.join(_TOKEN_DTYPES)}"
-            )
+        self.token_dtype = token_dtype(c.eval_token_dtype, "tgdt.eval_token_dtype")
         if c.local_max_gallery < 0:
             raise UserError("tgdt.local_max_gallery must be >= 0")
         dim = self.backbone.embed_dim
@@ -161,8 +116,9 @@ class TGDT(RetrievalMethod):
             raise UserError(f"tgdt.heads={c.heads} must divide the embedding width {dim}")
         self.image_local = LocalBranch(self.backbone.image_width, dim, c)
         self.text_local = LocalBranch(self.backbone.text_width, dim, c)
-        self.image_global = TokenGuidedGlobal(dim, c)
-        self.text_global = TokenGuidedGlobal(dim, c)
+        # token-guided global branch: [pooled embedding; local tokens] -> refined global feature
+        self.image_global = SlotTransformer(dim, c.heads, c.ff_dim, c.dropout, c.global_layers)
+        self.text_global = SlotTransformer(dim, c.heads, c.ff_dim, c.dropout, c.global_layers)
         self.backbone.logit_scale.requires_grad_(
             False
         )  # no temperature in a hinge loss (and DDP wants no unused params)
@@ -183,13 +139,13 @@ class TGDT(RetrievalMethod):
 
     def image_features(self, images: Tensor) -> dict[str, Tensor]:
         glob, tokens = self.encode_image(images)
-        return {"global": glob.float(), "tokens": tokens.to(_TOKEN_DTYPES[self.cfg.tgdt.eval_token_dtype])}
+        return {"global": glob.float(), "tokens": tokens.to(self.token_dtype)}
 
     def text_features(self, ids: Tensor) -> dict[str, Tensor]:
         glob, tokens, mask = self.encode_text(ids)
         return {
             "global": glob.float(),
-            "tokens": tokens.to(_TOKEN_DTYPES[self.cfg.tgdt.eval_token_dtype]),
+            "tokens": tokens.to(self.token_dtype),
             "mask": mask.to(torch.uint8),  # uint8, not bool: gathers on every backend
         }
 
@@ -201,9 +157,9 @@ class TGDT(RetrievalMethod):
         text, text_tokens, mask = self.encode_text(batch["text"])
         positives = match_mask(batch["image_index"])
         self.record_train_scores(image @ text.T)  # the global cosine (stage 1), for BCLS
-        hardest = not self._mean_negative_phase()
+        hardest = not self.in_first_epochs(c.mean_negative_epochs)
         if hardest:
-            fine = hinge_fine_scores(text_tokens, mask, image_tokens, positives)
+            fine = hinge_token_scores(text_tokens, mask, image_tokens, positives)
         else:
             fine = token_score_matrix(text_tokens, mask, image_tokens).T
         terms = cmc_loss(
@@ -222,14 +178,6 @@ class TGDT(RetrievalMethod):
         }
         losses = {name: weights[name] * value for name, value in terms.items() if weights[name] > 0}
         return self.log_losses(losses, batch_size=len(image), hardest=float(hardest))
-
-    def _mean_negative_phase(self) -> bool:
-        """True during the first `tgdt.mean_negative_epochs` epochs of training (never without a trainer)."""
-        epochs = self.cfg.tgdt.mean_negative_epochs
-        if epochs <= 0 or self._trainer is None:
-            return False
-        per_epoch = max(1, int(self.trainer.num_training_batches))
-        return self.trainer.global_step < epochs * per_epoch
 
     # ------------------------------------------------------------------ inference
 

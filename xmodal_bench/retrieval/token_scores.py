@@ -5,13 +5,26 @@
 With L2-normalised tokens the inner products are cosines. TGDT uses it as its local score and
 ALADIN as its alignment head; the two-stage engine uses it to re-rank a shortlist. Two shapes:
 every text against every image of a batch (`token_score_matrix`, training and exhaustive
-evaluation), and aligned pairs (`token_score_pairs`, re-ranking a shortlist).
+evaluation), and aligned pairs (`token_score_pairs`, re-ranking a shortlist);
+`hinge_token_scores` gives a batch matrix for a max-violation hinge at a fraction of the backward cost.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from xmodal_bench.errors import UserError
+
+# dtypes a method may store its gallery tokens in (float16 halves the evaluation memory)
+TOKEN_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def token_dtype(name: str, key: str) -> torch.dtype:
+    """The torch dtype called `name` (config key `key`); anything else is a UserError."""
+    if name not in TOKEN_DTYPES:
+        raise UserError(f"{key}={name!r}; choose {', '.join(TOKEN_DTYPES)}")
+    return TOKEN_DTYPES[name]
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -41,3 +54,27 @@ def token_score_pairs(text_tokens: Tensor, text_mask: Tensor, image_tokens: Tens
     """Scores [P] of aligned pairs: text p (tokens [P, L, D], mask [P, L]) with image p ([P, N, D])."""
     sim = torch.einsum("pld,pnd->pln", text_tokens, image_tokens)
     return _masked_mean(sim.amax(dim=-1), text_mask)
+
+
+def hinge_token_scores(
+    text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor, positives: Tensor
+) -> Tensor:
+    """The batch's score matrix [images, captions] for a hardest-negative hinge, cheaply.
+
+    Values equal `token_score_matrix(...).T` exactly. A max-violation hinge only differentiates
+    through the positive pairs (diagonal) and each row's and column's hardest negative, so the
+    full matrix is computed without autograd and only those <= 3B entries are recomputed with it
+    (added as `x - x.detach()`, which leaves the values bit-identical): same loss, same gradients,
+    without the backward pass through the [B, B, L, N] similarity tensor.
+    """
+    size = positives.shape[0]
+    with torch.no_grad():
+        full = token_score_matrix(text_tokens, text_mask, image_tokens).T.contiguous()
+        negatives = full.masked_fill(positives, -torch.inf)
+        rows = torch.arange(size, device=full.device)
+        image = torch.cat([rows, rows, negatives.argmax(0)])
+        caption = torch.cat([rows, negatives.argmax(1), rows])
+        pair = torch.unique(image * size + caption)
+        image, caption = pair // size, pair % size
+    live = token_score_pairs(text_tokens[caption], text_mask[caption], image_tokens[image])
+    return full.index_put((image, caption), full[image, caption] + (live - live.detach()))

@@ -73,6 +73,10 @@ METRIC_COLUMNS: dict[str, list[Column]] = {
     ],
 }
 
+# agreement of the run's global test scores with caption-similarity pseudo-labels (`bcls.tau`):
+# what BCLS trains for, reported for every method so base and +BCLS rows compare
+RANKING_COLUMNS = [Column("kendall_tau", "Kendall τ", digits=3)]
+
 EFFICIENCY_COLUMNS = [
     Column("t2i_ms", "t2i ms/query", higher_is_better=False, digits=3),
     Column("train_samples_per_s", "train samples/s", digits=1),
@@ -114,6 +118,7 @@ def _row_values(record: dict[str, Any], mode: str) -> dict[str, float]:
     efficiency = record.get("efficiency") or {}
     values = {k: v for k, v in entry["metrics"].items() if isinstance(v, (int, float))}
     values["t2i_ms"] = (entry.get("latency_ms") or {}).get("t2i_ms")
+    values["kendall_tau"] = (entry.get("kendall_tau") or {}).get("kendall_tau")
     for key in ("train_samples_per_s", "images_per_s", "params_m", "peak_memory_mb"):
         values[key] = efficiency.get(key)
     return {k: float(v) for k, v in values.items() if v is not None}
@@ -160,7 +165,8 @@ class Leaderboard:
 
     @property
     def columns(self) -> list[Column]:
-        return METRIC_COLUMNS.get(self.protocol, METRIC_COLUMNS["caption"]) + EFFICIENCY_COLUMNS
+        metrics = METRIC_COLUMNS.get(self.protocol, METRIC_COLUMNS["caption"])
+        return metrics + RANKING_COLUMNS + EFFICIENCY_COLUMNS
 
     def markdown(self) -> str:
         columns = self.columns

@@ -1,0 +1,34 @@
+"""Transformer heads that several methods put on top of the backbone's tokens.
+
+`SlotTransformer` reads a sequence [slot; tokens] and returns the output at the slot: a summary of
+the tokens that starts from the backbone's own pooled embedding. TGDT's token-guided global
+branch and ALADIN's matching head are both this module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def transformer_encoder(
+    dim: int, heads: int, ff_dim: int, dropout: float, layers: int
+) -> nn.TransformerEncoder:
+    """A post-norm, batch-first transformer encoder (nested tensors off: padding masks vary per batch)."""
+    layer = nn.TransformerEncoderLayer(dim, heads, ff_dim, dropout, batch_first=True)
+    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+
+class SlotTransformer(nn.Module):
+    """A transformer over [slot; tokens]; the output is the slot's position, [B, D] (not normalised)."""
+
+    def __init__(self, dim: int, heads: int, ff_dim: int, dropout: float, layers: int) -> None:
+        super().__init__()
+        self.encoder = transformer_encoder(dim, heads, ff_dim, dropout, layers)
+
+    def forward(self, slot: Tensor, tokens: Tensor, padding: Tensor | None = None) -> Tensor:
+        """slot [B, D], tokens [B, L, D], padding [B, L] (True = ignore) -> [B, D]."""
+        sequence = torch.cat([slot[:, None, :], tokens], dim=1)
+        if padding is not None:
+            padding = torch.cat([padding.new_zeros(padding.shape[0], 1), padding], dim=1)
+        return self.encoder(sequence, src_key_padding_mask=padding)[:, 0]
