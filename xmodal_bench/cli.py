@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from xmodal_bench.argtypes import integer, positive_int
 from xmodal_bench.errors import UserError
 
 PROG = "xmodal-bench"
@@ -37,23 +38,6 @@ def _devices(value: str) -> int | str:
     if number < 1:
         raise argparse.ArgumentTypeError("number of devices must be at least 1")
     return number
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
-
-
-def _int(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
 
 
 # ------------------------------------------------------------------------------------------------ list
@@ -86,9 +70,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--data-root", default=None, help="folder holding converted datasets (default: data/)"
     )
     parser.add_argument("--scale", default="tiny", choices=["tiny", "base"], help="backbone scale")
-    parser.add_argument("--max-epochs", type=_positive_int, default=None)
+    parser.add_argument("--max-epochs", type=positive_int, default=None)
     parser.add_argument("--devices", type=_devices, default=None, help="number of devices or 'auto'")
-    parser.add_argument("--seed", type=_int, default=None)
+    parser.add_argument("--seed", type=integer, default=None)
     parser.add_argument("--runs-dir", default=None, help="where runs are written (default: runs/)")
     parser.add_argument("--leaderboards-dir", default=None, help="where leaderboards are written")
     parser.add_argument(
@@ -214,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("synth", help="write a built-in synthetic dataset as shards")
     p.add_argument("--name", choices=["synth", "synth_reid"], default="synth")
     p.add_argument("--out", default="data", help="dataset root (the set goes to OUT/NAME)")
-    p.add_argument("--seed", type=_int, default=0)
+    p.add_argument("--seed", type=integer, default=0)
     p.set_defaults(func=cmd_data_synth)
     from datamodules.converters import command as convert_command
 

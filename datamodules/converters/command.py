@@ -12,18 +12,9 @@ import argparse
 import sys
 
 from datamodules.converters import CONVERTERS
+from xmodal_bench.argtypes import positive_int
 
 __all__ = ["add_arguments", "run"]
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,10 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--skip-bad", action="store_true", help="leave bad input out (and report it) instead of failing"
     )
     parser.add_argument(
-        "--shard-images", type=_positive, default=1000, help="images per shard (default 1000)"
+        "--shard-images", type=positive_int, default=1000, help="images per shard (default 1000)"
     )
     parser.add_argument(
-        "--workers", type=_positive, default=None, help="image reader threads (default: 2 x cores, at most 8)"
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="image reader threads (default: 2 x cores, at most 8)",
     )
 
 

@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from datamodules.manifest import file_sha256, manifest_path, read_manifest, shard_paths
+from xmodal_bench.atomic import atomic_open
 from xmodal_bench.bcls.text_sim import PROVIDERS, CaptionVectors, sbert_vectors, tfidf_vectors
 from xmodal_bench.errors import UserError
 
@@ -153,17 +153,8 @@ def _save(store: CaptionStore, path: Path) -> None:
         "image_starts": store.image_starts,
         **{k: v for k, v in store.vectors.state().items() if v is not None},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        torch.save(state, handle)
 
 
 def _load(path: Path, key: str, manifest_sha: str, splits: list[str]) -> CaptionStore | None:

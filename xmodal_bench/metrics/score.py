@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xmodal_bench.argtypes import positive_int
 from xmodal_bench.atomic import atomic_write_json
 from xmodal_bench.errors import UserError
 from xmodal_bench.metrics.caption import caption_retrieval
@@ -121,16 +122,6 @@ def score_files(
     return _CAPTION_PROTOCOLS[protocol](images, texts, owner, chunk_size)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `score` subcommand's options."""
     parser.add_argument("--image-embeddings", type=Path, required=True, help="[N, D] float .npy")
@@ -154,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--chunk-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="queries scored at once (default: from a memory budget)",
     )

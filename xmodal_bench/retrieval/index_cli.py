@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from xmodal_bench.argtypes import non_negative_int, positive_int
 from xmodal_bench.atomic import atomic_write_json
 from xmodal_bench.errors import UserError
 from xmodal_bench.retrieval.index import BACKENDS, IndexConfig, as_index_config, build_index, load_index
@@ -299,15 +300,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", help="split to index (default: test)")
     p.add_argument("--out", required=True, help="folder to write the index to")
     p.add_argument("--backend", choices=BACKENDS, default=None, help="index backend (default: the method's)")
-    p.add_argument("--nlist", type=_non_negative, default=None, help="faiss-ivf cells (0 = 4 sqrt(N))")
-    p.add_argument("--nprobe", type=_positive, default=None, help="faiss-ivf cells scanned per query")
-    p.add_argument("--hnsw-m", type=_positive, default=None, help="faiss-hnsw links per node")
-    p.add_argument("--ef-construction", type=_positive, default=None, help="faiss-hnsw build candidate list")
-    p.add_argument("--ef-search", type=_positive, default=None, help="faiss-hnsw search candidate list")
+    p.add_argument("--nlist", type=non_negative_int, default=None, help="faiss-ivf cells (0 = 4 sqrt(N))")
+    p.add_argument("--nprobe", type=positive_int, default=None, help="faiss-ivf cells scanned per query")
+    p.add_argument("--hnsw-m", type=positive_int, default=None, help="faiss-hnsw links per node")
+    p.add_argument(
+        "--ef-construction", type=positive_int, default=None, help="faiss-hnsw build candidate list"
+    )
+    p.add_argument("--ef-search", type=positive_int, default=None, help="faiss-hnsw search candidate list")
     p.add_argument(
         "--index-device", choices=["auto", "cpu", "cuda"], default=None, help="where the index runs"
     )
-    p.add_argument("--batch-size", type=_positive, default=256, help="encoding batch size")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="encoding batch size")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where the model runs")
     p.set_defaults(index_func=build)
 
@@ -316,9 +319,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", default=None, help="find the images that match this caption")
     query.add_argument("--image", default=None, help="find the captions that match this image file")
-    p.add_argument("--k", type=_positive, default=5, help="number of results (default: 5)")
-    p.add_argument("--nprobe", type=_positive, default=None, help="override faiss-ivf nprobe")
-    p.add_argument("--ef-search", type=_positive, default=None, help="override faiss-hnsw efSearch")
+    p.add_argument("--k", type=positive_int, default=5, help="number of results (default: 5)")
+    p.add_argument("--nprobe", type=positive_int, default=None, help="override faiss-ivf nprobe")
+    p.add_argument("--ef-search", type=positive_int, default=None, help="override faiss-hnsw efSearch")
     p.add_argument("--checkpoint", default=None, help="model to encode the query (default: the one indexed)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where the model runs")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -327,24 +330,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return int(args.index_func(args))
-
-
-def _positive(value: str) -> int:
-    number = _int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
-
-
-def _non_negative(value: str) -> int:
-    number = _int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
-    return number
-
-
-def _int(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
