@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 
-def _violations(scores: Tensor, positives: Tensor | None, margin: float) -> tuple[Tensor, Tensor]:
+def hinge_violations(scores: Tensor, positives: Tensor | None, margin: float) -> tuple[Tensor, Tensor]:
     """Hinge violations of every (row, column) pair against the row's and the column's own pair."""
     if positives is None:
         positives = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
@@ -34,7 +34,7 @@ def hardest_negative_triplet(
     scores: Tensor, positives: Tensor | None = None, margin: float = 0.2, reduction: str = "sum"
 ) -> Tensor:
     """Max-violation triplet loss over both directions of a square score matrix (see module doc)."""
-    i2t, t2i = _violations(scores, positives, margin)
+    i2t, t2i = hinge_violations(scores, positives, margin)
     per_row = i2t.amax(dim=1) + t2i.amax(dim=0)
     return per_row.sum() if reduction == "sum" else per_row.mean()
 
@@ -43,7 +43,7 @@ def mean_negative_triplet(scores: Tensor, positives: Tensor | None = None, margi
     """Triplet hinge averaged over each anchor's negatives (not the hardest), summed over anchors."""
     if positives is None:
         positives = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
-    i2t, t2i = _violations(scores, positives, margin)
+    i2t, t2i = hinge_violations(scores, positives, margin)
     negatives = (~positives).to(scores.dtype)
     return (i2t.sum(1) / negatives.sum(1).clamp(min=1)).sum() + (
         t2i.sum(0) / negatives.sum(0).clamp(min=1)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from xmodal_bench.losses.triplet import _violations
+from xmodal_bench.losses.triplet import hinge_violations
 
 
 def _soft_max_violation(violation: Tensor, scores: Tensor, temperature: float, dim: int) -> Tensor:
@@ -45,7 +45,7 @@ def soft_negative_triplet(
     """
     if temperature <= 0:
         raise ValueError("temperature must be positive")
-    i2t, t2i = _violations(scores, positives, margin)
+    i2t, t2i = hinge_violations(scores, positives, margin)
     per_anchor = _soft_max_violation(i2t, scores, temperature, 1) + _soft_max_violation(
         t2i, scores, temperature, 0
     )
