@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -155,3 +156,19 @@ def fmt_s(seconds: float) -> str:
     if seconds >= 1:
         return f"{seconds:.2f} s"
     return f"{seconds * 1000:.1f} ms"
+
+
+def command_note(script: str, argv: list[str] | None) -> str:
+    """The table note naming the command that reproduces it (`argv` None: this process's arguments)."""
+    return (
+        "Command: `"
+        + " ".join([f"python benchmarks/perf/{script}", *(sys.argv[1:] if argv is None else argv)])
+        + "`."
+    )
+
+
+def emit_summary(case: str, table: Path, info: dict, info_end: dict) -> dict:
+    """The closing JSON line of a script: where its table went and the machine it ran on."""
+    return emit(
+        {"case": case, "table": str(table), "machine": info, "load_average_end": info_end["load_average"]}
+    )

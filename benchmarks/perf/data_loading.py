@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import emit, machine, machine_line, timed, write_markdown
+from _common import command_note, emit, emit_summary, machine, machine_line, timed, write_markdown
 from PIL import Image
 
 from datamodules import DatasetWriter, RetrievalDataModule
@@ -190,20 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         rows,
         [
             f"Machine: {machine_line(info)} (load average at the end: {info_end['load_average']}).",
-            "Command: `"
-            + " ".join(["python benchmarks/perf/data_loading.py", *(sys.argv[1:] if argv is None else argv)])
-            + "`.",
+            command_note("data_loading.py", argv),
             f"{images} images per profile, files in the page cache; best of {repeats} interleaved runs.",
         ],
     )
-    emit(
-        {
-            "case": "data/summary",
-            "table": str(path),
-            "machine": info,
-            "load_average_end": info_end["load_average"],
-        }
-    )
+    emit_summary("data/summary", path, info, info_end)
     return 0
 
 

@@ -28,7 +28,17 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from _common import PeakMemory, emit, fmt_s, machine, machine_line, timed, write_markdown
+from _common import (
+    PeakMemory,
+    command_note,
+    emit,
+    emit_summary,
+    fmt_s,
+    machine,
+    machine_line,
+    timed,
+    write_markdown,
+)
 
 from xmodal_bench.metrics import caption_retrieval
 
@@ -286,23 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         rows,
         [
             f"Machine: {machine_line(info)} (load average at the end: {info_end['load_average']}).",
-            "Command: `"
-            + " ".join(
-                ["python benchmarks/perf/metrics_engine.py", *(sys.argv[1:] if argv is None else argv)]
-            )
-            + "`.",
+            command_note("metrics_engine.py", argv),
             "Peak memory = resident memory above the start of each case; the 100K matmul row shows what "
             "its score matrix alone would take. Time: best of the repeats.",
         ],
     )
-    emit(
-        {
-            "case": "metrics/summary",
-            "table": str(path),
-            "machine": info,
-            "load_average_end": info_end["load_average"],
-        }
-    )
+    emit_summary("metrics/summary", path, info, info_end)
     return 0
 
 

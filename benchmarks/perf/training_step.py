@@ -25,7 +25,7 @@ import time
 import warnings
 
 import torch
-from _common import emit, machine, machine_line, write_markdown
+from _common import command_note, emit, emit_summary, machine, machine_line, write_markdown
 
 from xmodal_bench.config import compose
 from xmodal_bench.methods.optim import build_optimizer, build_scheduler
@@ -177,20 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         rows,
         [
             f"Machine: {machine_line(info)} (load average at the end: {info_end['load_average']}).",
-            "Command: `"
-            + " ".join(["python benchmarks/perf/training_step.py", *(sys.argv[1:] if argv is None else argv)])
-            + "`.",
+            command_note("training_step.py", argv),
             f"{args.steps} timed steps after {args.warmup} warm-up steps, best of {args.repeats} alternating runs.",
         ],
     )
-    emit(
-        {
-            "case": "train/summary",
-            "table": str(path),
-            "machine": info,
-            "load_average_end": info_end["load_average"],
-        }
-    )
+    emit_summary("train/summary", path, info, info_end)
     return 0
 
 

@@ -21,7 +21,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from _common import emit, fmt_s, machine, machine_line, timed, write_markdown
+from _common import command_note, emit, emit_summary, fmt_s, machine, machine_line, timed, write_markdown
 
 from xmodal_bench.retrieval.two_stage import (
     CosineIndex,
@@ -113,23 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         rows,
         [
             f"Machine: {machine_line(info)} (load average at the end: {info_end['load_average']}).",
-            "Command: `"
-            + " ".join(
-                ["python benchmarks/perf/two_stage_latency.py", *(sys.argv[1:] if argv is None else argv)]
-            )
-            + "`.",
+            command_note("two_stage_latency.py", argv),
             f"Shapes: dim {args.dim}, {args.image_tokens} image tokens, {args.words} words; {args.queries} queries "
             f"answered at once ({args.exhaustive_queries} for exhaustive); best of {args.repeats} after a warm-up.",
         ],
     )
-    emit(
-        {
-            "case": "two_stage/summary",
-            "table": str(path),
-            "machine": info,
-            "load_average_end": info_end["load_average"],
-        }
-    )
+    emit_summary("two_stage/summary", path, info, info_end)
     return 0
 
 
