@@ -99,7 +99,7 @@ def evaluate_checkpoint(
     import lightning as L
 
     from xmodal_bench.atomic import atomic_write_json, atomic_write_text
-    from xmodal_bench.config import to_yaml
+    from xmodal_bench.config import to_yaml, with_values
     from xmodal_bench.registry import create_method
     from xmodal_bench.sweep.results import RESULTS_FILE
     from xmodal_bench.sweep.run import build_datamodule, build_trainer, ensure_dataset, results_record
@@ -116,7 +116,8 @@ def evaluate_checkpoint(
     )
     ensure_dataset(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    method = create_method(cfg)
+    # every weight comes from the checkpoint: no download, and no `run:` source needed any more
+    method = create_method(with_values(cfg, {"backbone": {"pretrained": None}}))
     method.load_state_dict(checkpoint["state_dict"], strict=True)
     out_dir = Path(out) if out is not None else default_out_dir(checkpoint_path, cfg.data.name)
     datamodule = build_datamodule(cfg, method.backbone.tokenizer())

@@ -56,6 +56,7 @@ from xmodal_bench.sweep.results import (
     versions,
 )
 from xmodal_bench.sweep.wandb_logging import build_wandb_logger, finish_wandb
+from xmodal_bench.sweep.warm_start import resolve_warm_start
 
 # A resumed run reuses its checkpoint and log folders on purpose (the CSV log is appended to).
 warnings.filterwarnings(
@@ -239,7 +240,10 @@ def bench(cfg: DictConfig, resume: bool = False) -> dict[str, Any]:
     found = resumable_checkpoint(checkpoints) if resume else None
     if resume and found is None:
         print(f"nothing to resume in {checkpoints}: starting from scratch", flush=True)
-    method = create_method(cfg)
+    model_cfg, warm_start = resolve_warm_start(cfg)
+    if warm_start is not None:
+        print(f"starting from {warm_start} ({cfg.backbone.pretrained})", flush=True)
+    method = create_method(model_cfg)
     datamodule = build_datamodule(cfg, method.backbone.tokenizer())
     has_val = cfg.data.val_split is not None
     saving = checkpoint_callbacks(cfg, checkpoints)
@@ -277,6 +281,7 @@ def bench(cfg: DictConfig, resume: bool = False) -> dict[str, Any]:
             "tested_checkpoint": which,
             "best_val": _best_val(checkpoint),
             "resumed_from_step": found[1] if found else None,
+            "started_from": str(warm_start) if warm_start is not None else None,
         },
         data={"on_error": cfg.data.on_error, "train_samples_skipped": skipped.count},
     )

@@ -12,6 +12,7 @@
     leaderboards_dir: leaderboards        # optional: default leaderboards/
     timeout_s: 3600                       # optional: a run taking longer is killed and counted as failed
     threads: 1                            # optional: CPU threads per run (OMP_NUM_THREADS); default torch's
+    extends: synth                        # optional: start from another sweep file, then these keys
     baseline:                             # optional: the CI regression gate (see sweep.baseline)
       path: leaderboards/ci_baseline.json
       noise_seeds: [1, 2]                 # extra seeds run by --update-baseline to measure noise
@@ -54,6 +55,7 @@ KEYS = {
     "threads",
     "baseline",
     "about",
+    "extends",
 }
 BASELINE_KEYS = {"path", "noise_seeds", "sigmas", "min_tolerance"}
 
@@ -170,7 +172,7 @@ def _baseline(value: Any, where: str) -> BaselineSpec | None:
 def load_sweep(name_or_path: str | Path) -> SweepSpec:
     """Read and check a sweep file (the methods and datasets are checked by `plan_runs`)."""
     path = resolve_sweep_path(str(name_or_path))
-    doc = _read_yaml(path)
+    doc = _extended(path)
     unknown = sorted(set(doc) - KEYS)
     if unknown:
         raise UserError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(KEYS))}")
@@ -208,6 +210,26 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
         threads=threads,
         baseline=_baseline(doc.get("baseline"), f"{path}: baseline"),
     )
+
+
+def _extended(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The sweep file's keys over those of the file it `extends` (recursively; each key replaced whole)."""
+    doc = _read_yaml(path)
+    parent = doc.pop("extends", None)
+    if parent is None:
+        return doc
+    if not isinstance(parent, str):
+        raise UserError(f"{path}: extends must name one sweep file")
+    parent_path = resolve_sweep_path(parent).resolve()
+    if parent_path in (*seen, path.resolve()):
+        raise UserError(f"{path}: extends {parent!r} forms a cycle")
+    inherited = _extended(parent_path, (*seen, path.resolve()))
+    # per-name overrides inherited for names this file dropped from its lists no longer apply
+    for names, per_name in (("methods", "method_overrides"), ("datasets", "dataset_overrides")):
+        if names in doc and per_name not in doc and isinstance(inherited.get(per_name), dict):
+            kept = _strings(doc[names], f"{path}: {names}")
+            inherited[per_name] = {k: v for k, v in inherited[per_name].items() if k in kept}
+    return {**inherited, **doc}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -297,8 +319,24 @@ def plan_runs(
                     cfg = compose_from_args(_parse(parser, argv))
                 except UserError as exc:
                     raise UserError(f"{spec.path}: {method} on {dataset}: {exc}") from None
+                _check_source_order(spec, method, cfg)
                 runs.append(PlannedRun(method, dataset, seed, argv, cfg, run_id_for(cfg), run_dir_for(cfg)))
     return runs, missing
+
+
+def _check_source_order(spec: SweepSpec, method: str, cfg: DictConfig) -> None:
+    """A run that starts from `run:SOURCE` must come after SOURCE's runs when the sweep trains them."""
+    from xmodal_bench.sweep.warm_start import referenced_method
+
+    source = referenced_method(cfg)
+    if (
+        source in spec.methods
+        and source != method
+        and spec.methods.index(source) > spec.methods.index(method)
+    ):
+        raise UserError(
+            f"{spec.path}: {method} starts from run:{source}, so {source} must come before {method} in methods"
+        )
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
