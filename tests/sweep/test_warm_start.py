@@ -107,11 +107,11 @@ def test_a_sweep_file_extends_another_and_drops_overrides_of_names_it_left_out(t
         tmp_path,
         "parent",
         "methods: [clip, irra]\ndatasets: [synth, synth_reid]\nseeds: [0, 1]\n"
-        "overrides: [trainer.max_epochs=2]\ndataset_overrides: {synth: [data.batch_size=8]}\n"
+        "name: parent\noverrides: [trainer.max_epochs=2]\ndataset_overrides: {synth: [data.batch_size=8]}\n"
         f"runs_dir: {tmp_path / 'runs'}\n",
     )
     child = load_sweep(
-        _sweep(tmp_path, "child", f"extends: {tmp_path / 'parent.yaml'}\ndatasets: [synth_reid]\n")
+        _sweep(tmp_path, "child", "extends: parent.yaml\ndatasets: [synth_reid]\n")  # next to child.yaml
     )
     assert child.methods == ["clip", "irra"] and child.datasets == ["synth_reid"] and child.seeds == [0, 1]
     assert child.overrides == ["trainer.max_epochs=2"] and child.dataset_overrides == {}

@@ -220,10 +220,12 @@ def _extended(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return doc
     if not isinstance(parent, str):
         raise UserError(f"{path}: extends must name one sweep file")
-    parent_path = resolve_sweep_path(parent).resolve()
+    relative = path.parent / parent  # a file name is read next to the file that extends it
+    parent_path = resolve_sweep_path(str(relative) if relative.is_file() else parent).resolve()
     if parent_path in (*seen, path.resolve()):
         raise UserError(f"{path}: extends {parent!r} forms a cycle")
     inherited = _extended(parent_path, (*seen, path.resolve()))
+    inherited.pop("name", None)  # a sweep is named after its own file unless it says otherwise
     # per-name overrides inherited for names this file dropped from its lists no longer apply
     for names, per_name in (("methods", "method_overrides"), ("datasets", "dataset_overrides")):
         if names in doc and per_name not in doc and isinstance(inherited.get(per_name), dict):
