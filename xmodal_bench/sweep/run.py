@@ -242,7 +242,9 @@ def bench(cfg: DictConfig, resume: bool = False) -> dict[str, Any]:
         print(f"nothing to resume in {checkpoints}: starting a new run", flush=True)
     model_cfg, warm_start = resolve_warm_start(cfg)
     if warm_start is not None:
-        print(f"backbone weights from {warm_start} (backbone.pretrained={cfg.backbone.pretrained})", flush=True)
+        print(
+            f"backbone weights from {warm_start} (backbone.pretrained={cfg.backbone.pretrained})", flush=True
+        )
     method = create_method(model_cfg)
     datamodule = build_datamodule(cfg, method.backbone.tokenizer())
     has_val = cfg.data.val_split is not None
