@@ -12,7 +12,10 @@ its workers to one thread; with W workers on W free cores multiply by about W):
 - `shards`: our eval image loader (`RetrievalDataModule.eval_dataloaders`, workers=0);
 - `shards + draft`: the same shard bytes decoded with PIL's JPEG draft mode (DCT-domain
   downscaling to the smallest size >= the target before the bicubic resize); not what the data
-  layer does today, measured to show where the remaining time goes.
+  layer does today, measured to show where the remaining time goes;
+- `shards, --shorter-side N`: the shards `xmodal-bench data convert --shorter-side N` writes, N the
+  larger target side (images stored at training resolution, JPEG quality 95), read by our loader;
+  only where that downscales (not for the person crops, which are upscaled in training).
 Profiles: `coco` (640x480 sources -> 224x224) and `person` (96x256 crops -> 384x128). All files
 are in the page cache (just written): this is the CPU cost per image, not the disk's. The image
 content is smooth shapes with mild noise, compressing like photos (about 40-60 KB at 640x480).
@@ -32,6 +35,7 @@ from _common import command_note, emit, emit_summary, machine, machine_line, tim
 from PIL import Image
 
 from datamodules import DatasetWriter, RetrievalDataModule
+from datamodules.converters.images import ImagePayload, shrink_image
 from datamodules.transforms import normalize_transform, resize_transform
 
 PROFILES = {"coco": ((480, 640), (224, 224)), "person": ((256, 96), (384, 128))}  # source hw, target hw
@@ -90,6 +94,24 @@ class DraftShardImages(torch.utils.data.IterableDataset):
             yield self.normalize(torch.stack(batch))
 
 
+def shard_loader(
+    root: Path, name: str, blobs: list[bytes], target_hw: tuple[int, int]
+) -> RetrievalDataModule:
+    """Write `blobs` as the test split of dataset `name` under `root`; our eval loader over it."""
+    import open_clip
+
+    with DatasetWriter(root, name, protocol="caption", max_images_per_shard=256) as writer:
+        for i, blob in enumerate(blobs):
+            writer.add("test", blob, "jpg", f"img{i}", [f"a picture number {i}"])
+    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=32)
+    dm = RetrievalDataModule(
+        root, name, tokenizer, eval_batch_size=64, workers=0, image_size=target_hw,
+        train_split=None, val_split=None, test_split="test",
+    )  # fmt: skip
+    dm.setup("test")
+    return dm
+
+
 def count_images(loader) -> int:
     total = 0
     for batch in loader:
@@ -107,33 +129,32 @@ def measure(profile: str, images: int, work: Path, repeats: int) -> list[dict]:
     for i, blob in enumerate(blobs):
         files.append(folder / f"{i:06d}.jpg")
         files[-1].write_bytes(blob)
+    shorter_side = max(target_hw)
+    small = [shrink_image(ImagePayload(blob, "jpg"), shorter_side).data for blob in blobs]
     root = work / "shards"
-    with DatasetWriter(root, profile, protocol="caption", max_images_per_shard=256) as writer:
-        for i, blob in enumerate(blobs):
-            writer.add("test", blob, "jpg", f"img{i}", [f"a picture number {i}"])
-    import open_clip
-
-    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=32)
-    dm = RetrievalDataModule(
-        root, profile, tokenizer, eval_batch_size=64, workers=0, image_size=target_hw,
-        train_split=None, val_split=None, test_split="test",
-    )  # fmt: skip
-    dm.setup("test")
+    shard_sets = (
+        {profile: blobs, f"{profile}-small": small} if min(source_hw) > shorter_side else {profile: blobs}
+    )
+    modules = {name: shard_loader(root, name, data, target_hw) for name, data in shard_sets.items()}
     shard_files = sorted((root / profile / "test").glob("*.tar"))
     loaders = {
         "folder": lambda: torch.utils.data.DataLoader(FolderImages(files, target_hw), batch_size=64),
-        "shards": lambda: dm.eval_dataloaders("test")[0],
+        "shards": lambda: modules[profile].eval_dataloaders("test")[0],
         "shards + draft": lambda: torch.utils.data.DataLoader(
             DraftShardImages(shard_files, target_hw), batch_size=None
         ),
     }
+    kilobytes = dict.fromkeys(loaders, sum(map(len, blobs)) / len(blobs) / 1024)
+    if f"{profile}-small" in modules:
+        name = f"shards, --shorter-side {shorter_side}"
+        loaders[name] = lambda: modules[f"{profile}-small"].eval_dataloaders("test")[0]
+        kilobytes[name] = sum(map(len, small)) / len(small) / 1024
     best = {name: (float("inf"), float("inf")) for name in loaders}
     for _ in range(repeats):  # interleaved, so every reader sees the same load
         for name, make in loaders.items():
             wall, cpu, n = timed(lambda make=make: count_images(make()))
             assert n == images, (name, n)
             best[name] = min(best[name], (wall, cpu))
-    mean_kb = sum(len(b) for b in blobs) / len(blobs) / 1024
     folder_rate = images / best["folder"][0]
     records = []
     for name, (wall, cpu) in best.items():
@@ -144,7 +165,7 @@ def measure(profile: str, images: int, work: Path, repeats: int) -> list[dict]:
                     "source": f"{source_hw[1]}x{source_hw[0]}",
                     "target": f"{target_hw[0]}x{target_hw[1]}",
                     "images": images,
-                    "jpeg_kb": round(mean_kb, 1),
+                    "jpeg_kb": round(kilobytes[name], 1),
                     "seconds": round(wall, 3),
                     "images_per_s": round(images / wall, 1),
                     "images_per_cpu_s": round(images / cpu, 1),

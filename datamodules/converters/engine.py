@@ -33,12 +33,13 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from datamodules.converters.images import BadImage, ImagePayload, load_image
+from datamodules.converters.images import BadImage, ImagePayload, load_image, shrink_image
 from datamodules.converters.records import BadInputError, Entry, Problems, clean_caption
 from datamodules.manifest import SYNTHETIC_NAMES, dataset_dir
 from datamodules.writer import SPLIT_ORDER, DatasetWriter
@@ -137,6 +138,7 @@ def convert_format(
     skip_bad: bool = False,
     shard_images: int = 1000,
     workers: int | None = None,
+    shorter_side: int | None = None,
     progress: bool = True,
     command: str | None = None,
 ) -> ConversionReport:
@@ -148,6 +150,8 @@ def convert_format(
     workers = default_workers() if workers is None else max(1, int(workers))
     if shard_images < 1:
         raise UserError("--shard-images must be at least 1")
+    if shorter_side is not None and shorter_side < 1:
+        raise UserError("--shorter-side must be at least 1 pixel")
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", dataset) or dataset in SYNTHETIC_NAMES:
         raise UserError(
             f"bad dataset name {dataset!r}: use letters, digits, '_', '.', '-' (not {' or '.join(SYNTHETIC_NAMES)})"
@@ -155,7 +159,7 @@ def convert_format(
     target = dataset_dir(out, dataset)
     if target == source or target in source.parents:
         raise UserError(f"--out {out} would replace {target}, which holds the source dataset {source}")
-    command = command or _command(fmt, source, out, dataset, skip_bad, shard_images)
+    command = command or _command(fmt, source, out, dataset, skip_bad, shard_images, shorter_side)
 
     annotation = fmt.read(source)
     problems, dropped = Problems(), Counter()  # dropped: captions left out of the images written
@@ -187,7 +191,7 @@ def convert_format(
         warnings.catch_warnings(),
     ):
         warnings.filterwarnings("ignore", module=r"PIL\.")  # EXIF and palette chatter; decoding is checked
-        for item, payload in _ordered_map(_load, plan, workers):
+        for item, payload in _ordered_map(partial(_load, shorter_side=shorter_side), plan, workers):
             bar.update(1)
             if isinstance(payload, BadImage):
                 problems.add(payload.kind, f"{item.path}: {payload}")
@@ -197,6 +201,8 @@ def convert_format(
                 continue
             if payload.reencoded_from:
                 notes[f"re-encoded losslessly as PNG ({payload.reencoded_from})"] += 1
+            if payload.resized:
+                notes[f"downscaled to a shorter side of {shorter_side} px (--shorter-side)"] += 1
             if payload.extension_mismatch:
                 notes["stored under the format found in the file, not its name's extension"] += 1
             pid = item.pid
@@ -290,11 +296,12 @@ def _require_pids(plan: list[_Item], problems: Problems) -> list[_Item]:
 # -- pass 2 ------------------------------------------------------------------------------------------
 
 
-def _load(item: _Item) -> ImagePayload | BadImage:
+def _load(item: _Item, shorter_side: int | None = None) -> ImagePayload | BadImage:
     try:
-        return load_image(item.path)
+        payload = load_image(item.path)
     except BadImage as exc:
         return exc
+    return payload if shorter_side is None else shrink_image(payload, shorter_side)
 
 
 def _ordered_map(fn: Callable[[T], R], items: list[T], workers: int) -> Iterator[tuple[T, R]]:
@@ -325,7 +332,15 @@ def _ordered_map(fn: Callable[[T], R], items: list[T], workers: int) -> Iterator
 # -- reporting ---------------------------------------------------------------------------------------
 
 
-def _command(fmt: Format, source: Path, out: Path, dataset: str, skip_bad: bool, shard_images: int) -> str:
+def _command(
+    fmt: Format,
+    source: Path,
+    out: Path,
+    dataset: str,
+    skip_bad: bool,
+    shard_images: int,
+    shorter_side: int | None = None,
+) -> str:
     parts = ["xmodal-bench", "data", "convert", fmt.name, "--source", str(source), "--out", str(out)]
     if dataset != fmt.name:
         parts += ["--name", dataset]
@@ -333,6 +348,8 @@ def _command(fmt: Format, source: Path, out: Path, dataset: str, skip_bad: bool,
         parts.append("--skip-bad")
     if shard_images != 1000:
         parts += ["--shard-images", str(shard_images)]
+    if shorter_side is not None:
+        parts += ["--shorter-side", str(shorter_side)]
     return shlex.join(parts)
 
 

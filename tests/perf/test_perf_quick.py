@@ -40,8 +40,10 @@ def test_metrics_engine_quick(capsys, monkeypatch, tmp_path):
 
 def test_data_loading_quick(capsys, monkeypatch, tmp_path):
     records = run_quick("data_loading", capsys, monkeypatch, tmp_path)
-    assert {r["case"].rsplit("/", 1)[1] for r in records} == {"folder", "shards", "shards + draft"}
+    readers = {r["case"].rsplit("/", 1)[1]: r for r in records}
+    assert set(readers) == {"folder", "shards", "shards + draft", "shards, --shorter-side 224"}
     assert all(r["images_per_s"] > 0 for r in records)
+    assert readers["shards, --shorter-side 224"]["jpeg_kb"] < readers["shards"]["jpeg_kb"]  # stored smaller
 
 
 def test_two_stage_latency_quick(capsys, monkeypatch, tmp_path):
