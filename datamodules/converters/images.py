@@ -101,9 +101,10 @@ def shrink_image(payload: ImagePayload, shorter_side: int) -> ImagePayload:
 
     Opt-in (`convert --shorter-side N`): training decodes every image every epoch, and a 640x480
     JPEG costs about 3x the decode of the same picture at 298x224, so a set stored at training
-    resolution loads faster. Never upscales (smaller images keep their bytes). JPEG is re-encoded
-    at quality 95 (JPEG's DCT scaling makes the decode of a large source cheap), PNG and WebP as PNG
-    (lossless). Resampling: bicubic with antialiasing, as the training transform.
+    resolution loads faster. Never upscales (smaller images keep their bytes). JPEG sources are
+    decoded at the smallest DCT scale still >= the target (cheap for large sources), resized and
+    re-encoded at quality 95; PNG and WebP become PNG (lossless). Bicubic, antialiased, as the
+    training transform.
     """
     with Image.open(io.BytesIO(payload.data)) as im:
         width, height = im.size
@@ -112,7 +113,7 @@ def shrink_image(payload: ImagePayload, shorter_side: int) -> ImagePayload:
         scale = shorter_side / min(width, height)
         size = (max(shorter_side, round(width * scale)), max(shorter_side, round(height * scale)))
         if payload.ext == "jpg":
-            im.draft("RGB", size)  # decode at the smallest DCT scale still >= the target size
+            im.draft("RGB", size)
         image = im.convert("RGBA" if payload.ext != "jpg" and "A" in im.getbands() else "RGB")
         small = image.resize(size, Image.Resampling.BICUBIC)
     buf = io.BytesIO()
