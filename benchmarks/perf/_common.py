@@ -167,6 +167,14 @@ def command_note(script: str, argv: list[str] | None) -> str:
     )
 
 
+def provenance_notes(script: str, argv: list[str] | None, info: dict, info_end: dict) -> list[str]:
+    """The table notes every script starts with: the machine (and its load at both ends), the command."""
+    return [
+        f"Machine: {machine_line(info)} (load average at the end: {info_end['load_average']}).",
+        command_note(script, argv),
+    ]
+
+
 def emit_summary(case: str, table: Path, info: dict, info_end: dict) -> dict:
     """The closing JSON line of a script: where its table went and the machine it ran on."""
     return emit(

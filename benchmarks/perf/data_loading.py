@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import command_note, emit, emit_summary, machine, machine_line, timed, write_markdown
+from _common import emit, emit_summary, machine, provenance_notes, timed, write_markdown
 from PIL import Image
 
 from datamodules import DatasetWriter, RetrievalDataModule
@@ -210,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         ["reader", "source -> target", "JPEG size", "images/s", "images per CPU-second", "vs folder"],
         rows,
         [
-            f"Machine: {machine_line(info)} (load average at the end: {info_end['load_average']}).",
-            command_note("data_loading.py", argv),
+            *provenance_notes("data_loading.py", argv, info, info_end),
             f"{images} images per profile, files in the page cache; best of {repeats} interleaved runs.",
         ],
     )

@@ -30,12 +30,11 @@ import torch
 import torch.nn.functional as F
 from _common import (
     PeakMemory,
-    command_note,
     emit,
     emit_summary,
     fmt_s,
     machine,
-    machine_line,
+    provenance_notes,
     timed,
     write_markdown,
 )
@@ -295,8 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
         rows,
         [
-            f"Machine: {machine_line(info)} (load average at the end: {info_end['load_average']}).",
-            command_note("metrics_engine.py", argv),
+            *provenance_notes("metrics_engine.py", argv, info, info_end),
             "Peak memory = resident memory above the start of each case; the 100K matmul row shows what "
             "its score matrix alone would take. Time: best of the repeats.",
         ],

@@ -25,7 +25,7 @@ import time
 import warnings
 
 import torch
-from _common import command_note, emit, emit_summary, machine, machine_line, write_markdown
+from _common import emit, emit_summary, machine, provenance_notes, write_markdown
 
 from xmodal_bench.config import compose
 from xmodal_bench.methods.optim import build_optimizer, build_scheduler
@@ -176,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
         rows,
         [
-            f"Machine: {machine_line(info)} (load average at the end: {info_end['load_average']}).",
-            command_note("training_step.py", argv),
+            *provenance_notes("training_step.py", argv, info, info_end),
             f"{args.steps} timed steps after {args.warmup} warm-up steps, best of {args.repeats} alternating runs.",
         ],
     )

@@ -21,7 +21,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from _common import command_note, emit, emit_summary, fmt_s, machine, machine_line, timed, write_markdown
+from _common import emit, emit_summary, fmt_s, machine, provenance_notes, timed, write_markdown
 
 from xmodal_bench.retrieval.two_stage import (
     CosineIndex,
@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         ["gallery", "mode", "latency / query", "CPU time / query", "vs global"],
         rows,
         [
-            f"Machine: {machine_line(info)} (load average at the end: {info_end['load_average']}).",
-            command_note("two_stage_latency.py", argv),
+            *provenance_notes("two_stage_latency.py", argv, info, info_end),
             f"Shapes: dim {args.dim}, {args.image_tokens} image tokens, {args.words} words; {args.queries} queries "
             f"answered at once ({args.exhaustive_queries} for exhaustive); best of {args.repeats} after a warm-up.",
         ],

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from xmodal_bench.config import with_values
 from xmodal_bench.errors import UserError
@@ -42,12 +42,6 @@ def referenced_method(cfg: DictConfig) -> str | None:
     return method
 
 
-def _plain(node: Any) -> Any:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
 def _data_identity(data: dict[str, Any]) -> dict[str, Any]:
     identity = {key: data.get(key) for key in _DATA_KEYS}
     identity["root"] = str(Path(str(identity["root"])).resolve())
@@ -62,7 +56,8 @@ def _is_source_for(saved: dict[str, Any], cfg: DictConfig) -> bool:
         and saved.get("scale") == cfg.scale
         and backbone.get("model") == cfg.backbone.model
         and not (isinstance(pretrained, str) and pretrained.startswith(RUN_PREFIX))
-        and _data_identity(saved.get("data") or {}) == _data_identity(_plain(cfg.data))
+        and _data_identity(saved.get("data") or {})
+        == _data_identity(OmegaConf.to_container(cfg.data, resolve=True))
     )
 
 
