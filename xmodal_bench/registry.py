@@ -2,17 +2,22 @@
 
 A method is a `RetrievalMethod` subclass registered under a short name with the dataclass of
 its hyperparameters (its config section). A *plugin* is a training framework applied on top of a
-method (BCLS is one): the spec `clip+bcls` names base `clip` with plugin `bcls`.
+method (BCLS is one): a `TrainingPlugin` module the factory attaches to the base method, so the
+spec `clip+bcls` is a `CLIP` with a `BCLS` plugin, not a new class.
 
 Datasets are data, not code: every `benchmarks/data/<name>.yaml` is a dataset, and its `about`
-block says what it is, which protocol it uses and how to obtain it.
+block says what it is, which protocol it uses and how to obtain it. Any set converted under the
+data root is a dataset too, by its folder name: its manifest says its protocol and sizes, and
+the template of its kind (`_caption.yaml`, `_person.yaml`) its settings.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xmodal_bench.config import benchmarks_dir, read_layer
@@ -59,7 +64,7 @@ def register_method(name: str, config: type = NoConfig) -> Callable[[type], type
 
 
 def register_plugin(name: str, config: type = NoConfig) -> Callable[[Any], Any]:
-    """Register a training plugin (applied over a base method with the `base+name` spec)."""
+    """Register a `TrainingPlugin` class, built as `cls(method, cfg)` for the `base+name` spec."""
 
     def wrap(obj: Any) -> Any:
         _PLUGINS[name] = Entry(name, obj, config, _summary(obj))
@@ -122,11 +127,15 @@ def create_method(cfg: DictConfig) -> RetrievalMethod:
     base, plugins = parse_method_spec(cfg.method)
     method = base.cls(cfg)
     for plugin in plugins:
-        method = plugin.cls(method, cfg)
+        method.attach(plugin.cls(method, cfg))
     return method
 
 
 # --------------------------------------------------------------------------------------------- datasets
+
+# A converted dataset without a YAML of its own takes the settings of its kind (image size per
+# scale, augmentation): `benchmarks/data/_caption.yaml` or `_person.yaml`.
+TEMPLATE_PREFIX = "_"
 
 
 @dataclass(frozen=True)
@@ -137,24 +146,85 @@ class DatasetInfo:
     synthetic: bool
     obtain: str  # where the raw dataset comes from
     convert: str  # the command that writes its shards
+    layer: str  # the benchmarks/data/ file that configures it (its own, or its kind's template)
+    facts: dict[str, Any] | None = None  # config values read from a converted set's manifest (splits)
 
 
-def list_datasets() -> list[str]:
-    return sorted(p.stem for p in (benchmarks_dir() / "data").glob("*.yaml"))
+def _data_dir() -> Path:
+    return benchmarks_dir() / "data"
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """What `benchmarks/data/<name>.yaml` says about a dataset; unknown names are a UserError."""
-    known = list_datasets()
-    if name not in known:
-        raise UserError(f"unknown dataset {name!r}; known datasets: {', '.join(known)}")
-    document = read_layer(benchmarks_dir() / "data" / f"{name}.yaml")
-    about = document.get("about") or {}
-    protocol = (document.get("data") or {}).get("protocol", "caption")
-    synthetic = bool(about.get("synthetic", False))
-    convert = about.get("convert") or (
-        f"xmodal-bench data synth --name {name} --out ROOT"
-        if synthetic
-        else f"xmodal-bench data convert {name} --source DIR --out ROOT"
+def described_datasets() -> list[str]:
+    """Datasets with a YAML file under benchmarks/data/ (templates left out)."""
+    return sorted(p.stem for p in _data_dir().glob("*.yaml") if not p.stem.startswith(TEMPLATE_PREFIX))
+
+
+def _manifest_summary(root: str | Path | None, name: str) -> dict[str, Any] | None:
+    """The protocol, sizes and command of a converted dataset's manifest (no shard checks), or None."""
+    if root is None or not name or name.startswith((".", TEMPLATE_PREFIX)):
+        return None
+    path = Path(root) / name / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("protocol") not in ("caption", "person"):
+        return None
+    return manifest
+
+
+def converted_datasets(root: str | Path | None) -> list[str]:
+    """Datasets converted under the data root `root` (a readable manifest), by folder name."""
+    if root is None or not Path(root).is_dir():
+        return []
+    return sorted(
+        p.parent.name for p in Path(root).glob("*/manifest.json") if _manifest_summary(root, p.parent.name)
     )
-    return DatasetInfo(name, protocol, about.get("summary", ""), synthetic, about.get("obtain", ""), convert)
+
+
+def list_datasets(root: str | Path | None = None) -> list[str]:
+    """Every dataset usable by name: those described under benchmarks/data/ and those converted under `root`."""
+    return sorted({*described_datasets(), *converted_datasets(root)})
+
+
+def dataset_info(name: str, root: str | Path | None = None) -> DatasetInfo:
+    """What a dataset is: its own `benchmarks/data/<name>.yaml`, else the manifest of a set converted
+    under `root` (protocol and sizes from there, settings from its kind's template); else a UserError."""
+    own = _data_dir() / f"{name}.yaml"
+    if own.is_file() and not name.startswith(TEMPLATE_PREFIX):
+        document = read_layer(own)
+        about = document.get("about") or {}
+        protocol = (document.get("data") or {}).get("protocol", "caption")
+        synthetic = bool(about.get("synthetic", False))
+        convert = about.get("convert") or (
+            f"xmodal-bench data synth --name {name} --out ROOT"
+            if synthetic
+            else f"xmodal-bench data convert {name} --source DIR --out ROOT"
+        )
+        return DatasetInfo(
+            name, protocol, about.get("summary", ""), synthetic, about.get("obtain", ""), convert, name
+        )
+    manifest = _manifest_summary(root, name)
+    if manifest is None:
+        known = ", ".join(list_datasets(root))
+        where = f"; nor is there a converted set at {Path(root) / name}" if root is not None else ""
+        raise UserError(f"unknown dataset {name!r}; known datasets: {known}{where}")
+    splits = manifest.get("splits") or {}
+    sizes = ", ".join(
+        f"{split} {info.get('images', '?')}" for split, info in splits.items() if isinstance(info, dict)
+    )
+    protocol = manifest["protocol"]
+    facts = {"data": {"val_split": "val" if "val" in splits else None}}
+    return DatasetInfo(
+        name,
+        protocol,
+        f"converted set ({sizes} images)",
+        False,
+        "",
+        str(
+            manifest.get("command")
+            or f"xmodal-bench data convert jsonl --source FILE --name {name} --out ROOT"
+        ),
+        f"{TEMPLATE_PREFIX}{protocol}",
+        facts,
+    )

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from xmodal_bench.config import compose
 from xmodal_bench.methods.optim import build_optimizer, build_scheduler
 from xmodal_bench.registry import create_method, method_sections
-from xmodal_bench.sweep.run import build_datamodule, prepare_data
+from xmodal_bench.run.data import build_datamodule, prepare_data
 
 SWEEP_DATA = [
     "data.root=data/sweep",

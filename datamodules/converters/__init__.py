@@ -14,8 +14,8 @@
 One module per format (its docstring records every format decision), on shared parts:
 `annotations` (defensive JSON reading), `records` (entries, bad-input book-keeping), `images`
 (read + decode check, bytes kept as given), `engine` (the two-pass streaming pipeline, identity
-remapping, the report), `karpathy` and `pedes` (readers shared by two and three formats),
-`command` (the CLI subcommand).
+remapping, the report), `karpathy` and `pedes` (readers shared by two and three formats). The CLI subcommand is
+`xmodal_bench.commands.data`.
 
 Importing this package is cheap; a format module (and PIL, webdataset) loads on first use.
 """

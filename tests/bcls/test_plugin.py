@@ -10,6 +10,7 @@ import torch
 from datamodules import RetrievalDataModule
 from xmodal_bench.config import compose
 from xmodal_bench.errors import UserError
+from xmodal_bench.methods.bcls import BCLS
 from xmodal_bench.methods.clip import CLIP
 from xmodal_bench.methods.tgdt import TGDT
 from xmodal_bench.registry import create_method, method_sections
@@ -43,12 +44,10 @@ def _step(method, batch) -> tuple[torch.Tensor, dict]:
 def test_tgdt_bcls_replaces_the_global_hinge_and_adds_kendall(synth_copy, tokenizer) -> None:
     torch.manual_seed(0)
     method = create_method(_config("tgdt+bcls", synth_copy, "bcls.window=4"))
-    assert isinstance(method, TGDT) and type(method).__name__ == "TGDTBCLS"
-    assert (method.bcls_binary, method.bcls_binary_term, method.bcls_reduction) == (
-        "replace",
-        "global",
-        "sum",
-    )
+    # a plugin module attached to the unchanged base class, its behaviour read from the base's supervision
+    assert type(method) is TGDT and len(method.plugins) == 1 and isinstance(method.plugins[0], BCLS)
+    plugin = method.plugins[0]
+    assert (plugin.binary, plugin.replaced_term, plugin.reduction) == ("replace", "global", "sum")
     loss, logged = _step(method, _batch(synth_copy, tokenizer))
     assert {"train/triplet_sn", "train/kendall", "train/global_replaced", "train/local"} <= set(logged)
     assert "train/global" not in logged
@@ -56,7 +55,8 @@ def test_tgdt_bcls_replaces_the_global_hinge_and_adds_kendall(synth_copy, tokeni
     assert loss.item() == pytest.approx((parts + logged["train/consistency"]).item(), rel=1e-5)
     loss.backward()
     assert method.backbone.model.visual.conv1.weight.grad.abs().sum() > 0
-    assert method._train_scores is None  # the graph is not kept after the step
+    # the batch scores live in the step's value only: nothing on the method keeps the graph alive
+    assert not any(isinstance(v, torch.Tensor) and v.requires_grad for v in vars(method).values())
 
 
 def test_clip_bcls_keeps_infonce_and_a_plain_base_keeps_no_scores(synth_copy, tokenizer) -> None:
@@ -70,9 +70,9 @@ def test_clip_bcls_keeps_infonce_and_a_plain_base_keeps_no_scores(synth_copy, to
     _, logged = _step(add, batch)
     assert {"train/infonce", "train/triplet_sn", "train/kendall"} <= set(logged)
     plain = create_method(_config("clip", synth_copy))
-    assert type(plain) is CLIP
+    assert type(plain) is CLIP and len(plain.plugins) == 0
     _step(plain, batch)
-    assert getattr(plain, "_train_scores", None) is None
+    assert not any(isinstance(v, torch.Tensor) and v.requires_grad for v in vars(plain).values())
     # every method, base or +BCLS, reports Kendall's tau against the test split's pseudo-labels
     images = torch.nn.functional.normalize(torch.randn(48, 8), dim=-1)
     texts = images.repeat_interleave(5, dim=0)  # each caption at its own image: a perfect retriever

@@ -20,6 +20,7 @@ def _batch(method, size: int = 8) -> dict[str, torch.Tensor]:
         "image": torch.randn(size, 3, 64, 64),
         "text": method.backbone.tokenizer()(captions[:size]),
         "image_index": torch.arange(size),
+        "pid": torch.arange(size),  # caption sets: each image is its own id
     }
 
 

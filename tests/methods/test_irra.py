@@ -74,10 +74,12 @@ def test_training_step_on_a_real_batch_trains_every_part_on_the_clean_caption(re
     encode_text = method.backbone.encode_text
     method.backbone.encode_text = lambda ids: (seen.append(ids.clone()), encode_text(ids))[1]
     logged: dict[str, float] = {}
-    log_losses = method.log_losses
-    method.log_losses = lambda losses, batch_size, **extra: (
-        logged.update({k: float(torch.as_tensor(v).detach()) for k, v in {**losses, **extra}.items()}),
-        log_losses(losses, batch_size, **extra),
+    log_step = method.log_step
+    method.log_step = lambda step, batch_size: (
+        logged.update(
+            {k: float(torch.as_tensor(v).detach()) for k, v in {**step.losses, **step.logs}.items()}
+        ),
+        log_step(step, batch_size),
     )[1]
     method.log_dict = method.log = lambda *args, **kwargs: None  # no Trainer attached
     clean = reid_batch["text"].clone()

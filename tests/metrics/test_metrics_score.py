@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from xmodal_bench.commands.score import add_arguments, run
 from xmodal_bench.errors import UserError
-from xmodal_bench.metrics.score import add_arguments, run, score_files
+from xmodal_bench.metrics.score import score_files
 
 from .naive import naive_caption_retrieval, naive_coco_1k, naive_person
 

@@ -85,7 +85,7 @@ def refresh_manifest(dataset_dir: Path) -> dict[str, Any]:
 
 def fake_record(method: str, dataset: str, seed: int, config_id: str, rsum: float) -> dict[str, Any]:
     """A results record as `bench` writes it, reduced to what the leaderboard and the sweep read."""
-    from xmodal_bench.sweep.results import RESULTS_SCHEMA
+    from xmodal_bench.report.results import RESULTS_SCHEMA
 
     metrics = {name: rsum / 6 for name in CAPTION_METRICS}
     metrics["rsum"] = rsum

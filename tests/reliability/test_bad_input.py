@@ -102,8 +102,8 @@ def test_missing_and_unreadable_files(synth_root, tmp_path) -> None:
     ]:
         code, _, err = _run(*argv)
         assert_one_line_error(code, err, pattern)
-    # --resume over a damaged last.ckpt: one line, nothing started
-    run_dir = tmp_path / "runs" / "synth" / "clip" / "x"
+    # --resume over a damaged last.ckpt (an unfinished run's, in staging): one line, nothing started
+    run_dir = tmp_path / "runs" / "_staging" / "synth" / "clip" / "x"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
     code, _, err = _run(*_bench(synth_root, tmp_path, "run_id=x"), "--resume")

@@ -21,7 +21,7 @@ WRITER = textwrap.dedent(
     sys.path.insert(0, sys.argv[4])
     from helpers import fake_record
     from xmodal_bench.atomic import atomic_write_json
-    from xmodal_bench.sweep.leaderboard import write_leaderboards
+    from xmodal_bench.report.leaderboard import write_leaderboards
 
     runs, boards, tag = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     for i in range({rounds}):

@@ -19,14 +19,14 @@ BAD_STEP = 5
 
 
 def test_nan_loss_stops_cleanly(synth_root, tmp_path, capsys, monkeypatch, synth_params) -> None:
-    original = RetrievalMethod.log_losses
+    original = RetrievalMethod.log_step
 
-    def poisoned(self, losses, batch_size, **extra):
+    def poisoned(self, step, batch_size):
         if self.global_step == BAD_STEP:
-            losses = {name: value * math.nan for name, value in losses.items()}
-        return original(self, losses, batch_size, **extra)
+            step = step.with_losses({name: value * math.nan for name, value in step.losses.items()})
+        return original(self, step, batch_size)
 
-    monkeypatch.setattr(RetrievalMethod, "log_losses", poisoned)
+    monkeypatch.setattr(RetrievalMethod, "log_step", poisoned)
     boards = tmp_path / "boards"
     boards.mkdir()
     (boards / "synth.md").write_text("previous table\n")
@@ -36,12 +36,12 @@ def test_nan_loss_stops_cleanly(synth_root, tmp_path, capsys, monkeypatch, synth
     code = main(argv)
     line = assert_one_line_error(code, capsys.readouterr().err, r"non-finite training loss \(nan\) at step 5")
     assert "epoch 0, batch 5" in line and "loss terms: infonce=nan" in line
-    (last,) = (tmp_path / "runs").glob("synth/clip/*/checkpoints/last.ckpt")
+    (last,) = (tmp_path / "runs").glob("_staging/synth/clip/*/checkpoints/last.ckpt")
     assert f"last good checkpoint: {last} (step 4)" in line
     # nothing half-written: no results, the leaderboard untouched, the checkpoint is the good step-4 one
     assert not results_files(tmp_path)
     assert (boards / "synth.md").read_text() == "previous table\n" and not (boards / "synth.json").exists()
-    state = torch.load(last, map_location="cpu", weights_only=False)
+    state = torch.load(last, map_location="cpu", weights_only=True)
     assert state["global_step"] == 4
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
     assert not list(last.parent.glob(".*.tmp"))

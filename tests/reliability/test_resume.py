@@ -17,7 +17,7 @@ import torch
 from datamodules import RetrievalDataModule
 from xmodal_bench.cli import main
 from xmodal_bench.errors import UserError
-from xmodal_bench.sweep.checkpointing import AtomicCheckpointIO, resumable_checkpoint
+from xmodal_bench.run.checkpoints import SafeCheckpointIO, resumable_checkpoint
 
 from .helpers import bench_argv, results_files
 
@@ -39,7 +39,7 @@ def test_sigkill_mid_epoch_then_resume(synth_root, tmp_path, synth_params, capsy
     process = subprocess.Popen([sys.executable, "-m", "xmodal_bench", *argv], stdout=log, stderr=log, env=env)
     deadline = time.monotonic() + 240
     try:
-        while not list((tmp_path / "runs").glob("synth/clip/*/checkpoints/last.ckpt")):
+        while not list((tmp_path / "runs").glob("_staging/synth/clip/*/checkpoints/last.ckpt")):
             assert process.poll() is None, (tmp_path / "killed.log").read_text()
             assert time.monotonic() < deadline, "no checkpoint within 240 s"
             time.sleep(0.02)
@@ -48,7 +48,7 @@ def test_sigkill_mid_epoch_then_resume(synth_root, tmp_path, synth_params, capsy
         process.wait()
         log.close()
     assert process.returncode == -signal.SIGKILL
-    (checkpoints,) = (tmp_path / "runs").glob("synth/clip/*/checkpoints")
+    (checkpoints,) = (tmp_path / "runs").glob("_staging/synth/clip/*/checkpoints")
     assert not results_files(tmp_path)
     found = resumable_checkpoint(checkpoints)
     assert found is not None and 0 < found[1] < STEPS_PER_EPOCH  # mid-epoch
@@ -76,7 +76,7 @@ def test_resume_without_checkpoint_starts_fresh_and_bad_checkpoint_is_one_line(t
 
 
 def test_checkpoint_save_is_atomic(tmp_path, monkeypatch) -> None:
-    io = AtomicCheckpointIO()
+    io = SafeCheckpointIO()
     target = tmp_path / "checkpoints" / "last.ckpt"
     io.save_checkpoint({"global_step": 3, "w": torch.ones(4)}, target)
     real_save = torch.save
@@ -127,7 +127,7 @@ def test_new_settings_keep_existing_config_ids() -> None:
     runs recorded before these settings existed (and the CI baseline) keep their ids."""
     from xmodal_bench.config import compose, to_dict
     from xmodal_bench.registry import method_sections
-    from xmodal_bench.sweep.run import config_id
+    from xmodal_bench.run.folders import config_id
 
     parts, sections = method_sections("clip")
 

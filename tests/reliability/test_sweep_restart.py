@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from xmodal_bench.atomic import atomic_write_json
+from xmodal_bench.report.results import RESULTS_FILE
 from xmodal_bench.sweep import runner
-from xmodal_bench.sweep.results import RESULTS_FILE
 from xmodal_bench.sweep.spec import load_sweep
 
 from .helpers import fake_record
@@ -26,7 +26,7 @@ def test_interrupted_sweep_redoes_only_unfinished_pairs(tmp_path, monkeypatch) -
 
     def fake_execute(run, **_options):
         calls.append(run.seed)
-        resumed.append("--resume" in run.argv)
+        resumed.append(run.resume)
         if run.seed == 2 and not interrupted:  # the first sweep dies in its third run
             interrupted.append(run.seed)
             (run.run_dir / "checkpoints").mkdir(parents=True)  # a partial run: checkpoints, no results

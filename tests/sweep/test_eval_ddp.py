@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from xmodal_bench.cli import main
-from xmodal_bench.sweep.evaluate import evaluate_checkpoint
+from xmodal_bench.run.evaluate import evaluate_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.ddp]
 

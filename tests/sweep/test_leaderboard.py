@@ -9,8 +9,9 @@ import json
 import pytest
 
 from xmodal_bench.atomic import atomic_write_json
-from xmodal_bench.sweep.leaderboard import build_leaderboard, write_leaderboard
-from xmodal_bench.sweep.results import RESULTS_SCHEMA, find_results
+from xmodal_bench.report.leaderboard import write_leaderboard
+from xmodal_bench.report.results import RESULTS_SCHEMA, find_results
+from xmodal_bench.report.tables import build_leaderboard
 
 
 def _metrics(r1: float) -> dict[str, float]:
@@ -135,7 +136,7 @@ def test_settings_shared_by_every_row_are_said_once(tmp_path) -> None:
 
 
 def test_a_failed_rebuild_leaves_every_file_whole(runs, tmp_path, monkeypatch) -> None:
-    from xmodal_bench.sweep import leaderboard
+    from xmodal_bench.report import leaderboard
 
     out = tmp_path / "boards"
     write_leaderboard(runs, out, "synth_reid")

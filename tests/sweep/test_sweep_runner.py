@@ -13,8 +13,8 @@ import pytest
 
 from xmodal_bench.atomic import atomic_write_json
 from xmodal_bench.cli import main
+from xmodal_bench.report.results import RESULTS_SCHEMA
 from xmodal_bench.sweep import runner
-from xmodal_bench.sweep.results import RESULTS_SCHEMA
 from xmodal_bench.sweep.spec import load_sweep, plan_runs
 
 
@@ -89,7 +89,7 @@ def test_plan_is_the_full_grid_with_overrides_in_order(tmp_path) -> None:
     cells = [(r.dataset, r.method, r.seed) for r in runs]
     assert cells == [(d, m, s) for d in ("synth", "synth_reid") for m in ("clip", "irra") for s in (0, 1)]
     irra_reid = runs[-1]
-    overrides = [a for a in irra_reid.argv if "=" in a]
+    overrides = list(irra_reid.request.overrides)
     assert overrides == [
         "trainer.max_epochs=1", "data.workers=0", "irra.mask_prob=0.2", "data.batch_size=16", "optim.lr=0.01"
     ]  # fmt: skip
@@ -184,7 +184,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, fake_bench, c
     assert "2 run(s) failed" in captured.err
     failed = [r for r in plan_runs(load_sweep(path))[0] if (r.method, r.dataset) == ("irra", "synth")]
     for run in failed:
-        record = json.loads((run.run_dir / "failure.json").read_text())
+        record = json.loads(runner.failure_path(run).read_text())
         assert record["error"] == "RuntimeError: loss exploded at step 3" and record["returncode"] == 1
         assert record["command"][:5] == ["xmodal-bench", "bench", "--resume", "--method", "irra"]
     sweep_record = json.loads((tmp_path / "runs" / "_sweeps" / "grid.json").read_text())
@@ -198,7 +198,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, fake_bench, c
     calls.clear()
     assert main(["sweep", "--config", str(path), "--in-process", "--quiet"]) == 0
     assert sorted(calls) == sorted(r.label for r in failed)
-    assert not any((r.run_dir / "failure.json").exists() for r in failed)
+    assert not any(runner.failure_path(r).exists() for r in failed)
 
 
 @pytest.mark.slow
@@ -209,6 +209,7 @@ def test_subprocess_failure_keeps_its_log(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "1 runs: 1 failed" in out and "no dataset 'f30k'" in out
     (run,), _ = plan_runs(load_sweep(path))
-    log = (run.run_dir / "sweep.log").read_text()
+    log = runner.log_path(run).read_text()
     assert log.startswith("$ ") and "xmodal-bench data convert f30k" in log
-    assert json.loads((run.run_dir / "failure.json").read_text())["returncode"] == 2
+    assert json.loads(runner.failure_path(run).read_text())["returncode"] == 2
+    assert not run.run_dir.exists()  # nothing is written into a run folder but a finished run

@@ -12,14 +12,13 @@ import types
 import pytest
 import wandb
 
-from xmodal_bench.cli import build_parser, compose_from_args
-from xmodal_bench.sweep.wandb_logging import SafeWandbLogger, build_wandb_logger, finish_wandb, flatten
+from xmodal_bench.run.request import RunRequest
+from xmodal_bench.run.wandb_logging import SafeWandbLogger, build_wandb_logger, finish_wandb, flatten
 
 
 @pytest.fixture
 def cfg():
-    args = build_parser().parse_args(["bench", "--method", "irra", "--data", "synth_reid", "--seed", "3"])
-    return compose_from_args(args)
+    return RunRequest("irra", "synth_reid", seed=3).compose()
 
 
 class FakeRun:

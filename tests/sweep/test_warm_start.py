@@ -13,8 +13,8 @@ from xmodal_bench.cli import main
 from xmodal_bench.config import compose, to_yaml
 from xmodal_bench.errors import UserError
 from xmodal_bench.registry import create_method, method_sections
+from xmodal_bench.run.warm_start import find_source_checkpoint, resolve_warm_start
 from xmodal_bench.sweep.spec import load_sweep, plan_runs
-from xmodal_bench.sweep.warm_start import find_source_checkpoint, resolve_warm_start
 
 SIZES = ["data.synthetic.train_ids=12", "data.synthetic.val_ids=4", "data.synthetic.test_ids=6"]
 

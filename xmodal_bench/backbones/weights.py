@@ -2,7 +2,9 @@
 
 open_clip's own loader handles its formats (old CLIP layout, position-embedding resizing); a
 Lightning checkpoint nests the open_clip state dict under `state_dict` with a module prefix
-(e.g. `backbone.model.`), which is stripped here first.
+(e.g. `backbone.model.`), which is stripped here first. Every file is read with
+`torch.load(weights_only=True)` (safetensors by the safetensors reader): a file that asks to
+build Python objects is refused with one line and nothing in it runs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from open_clip.factory import load_checkpoint
 from torch import nn
 
 from xmodal_bench.errors import UserError
+from xmodal_bench.safe_load import UnreadableFile, safe_load
 
 # A key every open_clip ViT state dict has; its prefix in a file tells us what to strip.
 _ANCHOR_KEYS = ("visual.conv1.weight", "visual.trunk.patch_embed.proj.weight")
@@ -36,13 +39,19 @@ def extract_open_clip_state(checkpoint: dict) -> dict[str, torch.Tensor]:
 def load_weights(model: nn.Module, path: Path) -> None:
     """Load `path` (open_clip .pt/.bin/.safetensors, or a Lightning .ckpt) into an open_clip model."""
     if path.suffix == ".safetensors":
-        load_checkpoint(model, str(path))
+        try:
+            load_checkpoint(model, str(path))
+        except Exception as exc:  # a corrupt file or weights of another model
+            raise UserError(f"weights in {path} do not load: {' '.join(str(exc).split())[:300]}") from None
         return
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a corrupt or foreign file is a user error, not a crash
-        raise UserError(f"cannot read weights file {path}: {exc}") from exc
-    state = extract_open_clip_state(checkpoint)
+        checkpoint = safe_load(path, what="weights file")
+    except UnreadableFile as exc:
+        raise UserError(f"cannot read weights file {path}: {exc.reason}") from None
+    try:
+        state = extract_open_clip_state(checkpoint)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
     # Hand the clean state dict to open_clip's loader so its conversions and resizing apply.
     with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
         torch.save(state, tmp.name)

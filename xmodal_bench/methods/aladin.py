@@ -48,17 +48,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from xmodal_bench.config import require, require_choice, require_fraction
 from xmodal_bench.errors import UserError
-from xmodal_bench.losses import hardest_negative_triplet, listwise_distillation, match_mask
-from xmodal_bench.losses.triplet import mean_negative_triplet
-from xmodal_bench.methods.base import RetrievalMethod
+from xmodal_bench.losses import listwise_distillation
+from xmodal_bench.methods.base import RetrievalMethod, ScoreSupervision, TrainStep
 from xmodal_bench.methods.heads import SlotTransformer
+from xmodal_bench.methods.token_scoring import TokenScoreMixin
 from xmodal_bench.registry import register_method
-from xmodal_bench.retrieval.evaluation import EvalInputs, InferenceMode, exhaustive_mode, fused_mode
+from xmodal_bench.retrieval.evaluation import InferenceMode, exhaustive_mode, fused_mode
 from xmodal_bench.retrieval.index import IndexConfig, check_index_config
 from xmodal_bench.retrieval.index_mode import index_factory, index_mode
-from xmodal_bench.retrieval.token_scores import hinge_token_scores, token_dtype, token_score_matrix
-from xmodal_bench.retrieval.two_stage import FineScorer, check_k, token_fine_scorer
+from xmodal_bench.retrieval.token_scores import token_dtype
+from xmodal_bench.retrieval.two_stage import check_k
 
 
 @dataclass
@@ -85,6 +86,28 @@ class ALADINConfig:
     eval_token_dtype: str = "float32"  # dtype of the stored gallery tokens (float16 halves memory)
     index: IndexConfig = field(default_factory=IndexConfig)  # the kNN index of `matching` / `two_stage`
 
+    def __post_init__(self) -> None:
+        require(
+            self.matching_layers >= 1 and self.heads >= 1, "aladin.matching_layers and heads must be >= 1"
+        )
+        require(self.ff_dim is None or self.ff_dim >= 1, "aladin.ff_dim must be positive")
+        require_fraction("aladin.dropout", self.dropout)
+        require(self.margin >= 0, "aladin.margin must be >= 0")
+        require(
+            self.student_scale > 0 and self.teacher_scale > 0,
+            "aladin student/teacher scales must be positive",
+        )
+        require_choice("aladin.teacher_words", self.teacher_words, ("mean", "sum"))
+        require(self.alignment_weight >= 0 and self.distill_weight >= 0, "aladin loss weights must be >= 0")
+        require(
+            min(self.alignment_max_gallery, self.distill_after_epochs, self.mean_negative_epochs) >= 0,
+            "aladin.alignment_max_gallery, distill_after_epochs and mean_negative_epochs must be >= 0",
+        )
+        for key in ("k_t2i", "k_i2t", "knn_depth"):
+            check_k(getattr(self, key), f"aladin.{key}")
+        token_dtype(self.eval_token_dtype, "aladin.eval_token_dtype")
+        check_index_config(self.index)
+
 
 def word_mask(ids: Tensor, mask: Tensor) -> Tensor:
     """Caption words: non-padding tokens other than the start (position 0) and end (highest id) markers."""
@@ -95,30 +118,21 @@ def word_mask(ids: Tensor, mask: Tensor) -> Tensor:
 
 
 @register_method("aladin", ALADINConfig)
-class ALADIN(RetrievalMethod):
+class ALADIN(TokenScoreMixin, RetrievalMethod):
     """Alignment head distilled into a matching head served by a kNN index (matching, alignment, two-stage)."""
+
+    # the served (matching) scores learn only by distillation; the losses are batch means
+    supervision = ScoreSupervision(binary_term=None, hardest_negative=False, reduction="mean")
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         c = self.cfg.aladin
-        check_k(c.k_t2i, "aladin.k_t2i")
-        check_k(c.k_i2t, "aladin.k_i2t")
-        check_k(c.knn_depth, "aladin.knn_depth")
-        check_index_config(c.index)
-        if c.teacher_words not in ("mean", "sum"):
-            raise UserError(f"aladin.teacher_words={c.teacher_words!r}; choose mean or sum")
         self.token_dtype = token_dtype(c.eval_token_dtype, "aladin.eval_token_dtype")
-        if min(c.alignment_max_gallery, c.distill_after_epochs, c.mean_negative_epochs) < 0:
-            raise UserError(
-                "aladin.alignment_max_gallery, distill_after_epochs and mean_negative_epochs must be >= 0"
-            )
         dim = self.backbone.embed_dim
         if dim % c.heads:
             raise UserError(f"aladin.heads={c.heads} must divide the embedding width {dim}")
         # matching head: one transformer shared by both modalities over [pooled embedding; tokens]
         self.matching = SlotTransformer(dim, c.heads, c.ff_dim or dim, c.dropout, c.matching_layers)
-        # no temperature in these losses (and DDP wants no unused parameters)
-        self.backbone.logit_scale.requires_grad_(False)
 
     # ------------------------------------------------------------------ encoders
 
@@ -163,42 +177,25 @@ class ALADIN(RetrievalMethod):
         c = self.cfg.aladin
         return float(c.distill_weight) if epoch >= c.distill_after_epochs else 0.0
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def train_step(self, batch: dict[str, Tensor]) -> TrainStep:
         c = self.cfg.aladin
         image, image_tokens = self.encode_image(batch["image"])
         text, text_tokens, words = self.encode_text(batch["text"])
-        positives = match_mask(batch["image_index"])
-        hardest = not self.in_first_epochs(c.mean_negative_epochs)
-        if hardest:
-            alignment = hinge_token_scores(text_tokens, words, image_tokens, positives)
-            teacher = alignment.detach()
-            align_loss = hardest_negative_triplet(alignment, positives, margin=c.margin)
-        else:
-            alignment = token_score_matrix(text_tokens, words, image_tokens).T  # [images, captions]
-            align_loss = mean_negative_triplet(alignment, positives, margin=c.margin)
-            teacher = alignment.detach()
+        positives = self.positives(batch)
+        hardest = self.hardest_negatives(c.mean_negative_epochs)
+        alignment = self.batch_token_scores(text_tokens, words, image_tokens, positives, hardest)
+        align_loss = self.triplet(alignment, positives, c.margin, hardest)
+        teacher = alignment.detach()
         if c.teacher_words == "sum":
             teacher = teacher * words.sum(1)[None, :]
-        matching = image @ text.T
-        self.record_train_scores(matching)  # the deployed (matching) cosine, for BCLS
+        matching = image @ text.T  # the deployed (matching) cosine
         distill = listwise_distillation(matching, teacher, c.student_scale, c.teacher_scale)
         weight = self.distill_weight(self.current_epoch)
         losses = {"alignment": c.alignment_weight * align_loss, "distill": weight * distill}
-        return self.log_losses(
-            losses,
-            batch_size=len(image),
-            distill_raw=distill.detach(),
-            distill_on=weight,
-            hardest=float(hardest),
-        )
+        logs = {"distill_raw": distill.detach(), "distill_on": weight, "hardest": float(hardest)}
+        return TrainStep(losses, matching, positives, logs)
 
     # ------------------------------------------------------------------ inference
-
-    def fine_scorer(self, inputs: EvalInputs, direction: str) -> FineScorer:
-        """s_align over the gathered tokens, for one direction (see `retrieval.two_stage`)."""
-        return token_fine_scorer(
-            inputs.texts["tokens"], inputs.texts["mask"], inputs.images["tokens"], direction
-        )
 
     def inference_modes(self) -> list[InferenceMode]:
         c = self.cfg.aladin

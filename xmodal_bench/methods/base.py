@@ -4,36 +4,89 @@ Shared here: the backbone, the optimizer and schedule (from config), the evaluat
 every image and every caption once, gather across ranks, score every inference mode with the
 metrics package) and the efficiency figures the leaderboard reports.
 
-A method subclasses this, builds its heads in `__init__`, implements `training_step` (returning
-the total loss after `log_losses`) and, when its retrieval features are not the normalised global
-embeddings, overrides `image_features` / `text_features`. Extra inference modes (two-stage,
-fine-grained) are added by overriding `inference_modes`.
+A method subclasses this, builds its heads in `__init__` and implements `train_step(batch)`,
+which returns one `TrainStep`: its loss terms, the in-batch score matrix its primary inference
+mode ranks with, and anything else worth logging. Training plugins (BCLS) are modules attached by
+the factory (`registry.create_method`); each transforms the `TrainStep` before it is logged and
+summed. A plugin learns what it needs about a method from the method's `supervision`
+(`ScoreSupervision`), never from its name. When a method's retrieval features are not the
+normalised global embeddings it overrides `image_features` / `text_features`; extra inference modes
+(two-stage, fine-grained) are added by overriding `inference_modes`.
 """
 
 from __future__ import annotations
 
-import time
 import warnings
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
+from torch import Tensor, nn
 
 from xmodal_bench.backbones import create_backbone
 from xmodal_bench.errors import UserError
+from xmodal_bench.losses import match_mask
 from xmodal_bench.methods.optim import build_optimizer, build_scheduler
-from xmodal_bench.metrics import EmbeddingCollector
+from xmodal_bench.metrics import EmbeddingCollector, get_protocol
 from xmodal_bench.retrieval.evaluation import EvalInputs, InferenceMode, evaluate_modes, global_mode
+from xmodal_bench.timing import synchronized_time
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """One training step of a method, as a value plugins can transform.
+
+    `losses` are the terms summed into the training loss (each logged as `train/<name>`);
+    `scores` [images, captions] is the batch's score matrix under the method's primary inference
+    mode (with its graph); `positives` [images, captions] marks the pairs that are not negatives
+    (same image, or same person on person data); `logs` are extra figures logged as `train/<name>`.
+    """
+
+    losses: dict[str, Tensor]
+    scores: Tensor
+    positives: Tensor
+    logs: dict[str, Tensor | float] = field(default_factory=dict)
+
+    def with_losses(self, losses: dict[str, Tensor], **logs: Tensor | float) -> TrainStep:
+        return replace(self, losses=losses, logs={**self.logs, **logs})
+
+
+@dataclass(frozen=True)
+class ScoreSupervision:
+    """How a method trains the scores its primary mode ranks with: what a training plugin may need.
+
+    `binary_term`: the loss term that trains those scores with binary (match / no match) labels,
+    None when they learn some other way (ALADIN's matching scores learn by distillation);
+    `hardest_negative`: that term is a max-violation hinge (VSE++'s), not a softmax over every
+    negative; `reduction`: whether the method sums (`sum`) or averages (`mean`) its terms over anchors.
+    """
+
+    binary_term: str | None
+    hardest_negative: bool = False
+    reduction: str = "mean"
+
+
+class TrainingPlugin(nn.Module):
+    """A training framework applied over any method (BCLS is one): it transforms the `TrainStep`."""
+
+    def setup_for(self, method: RetrievalMethod, stage: str) -> None:
+        """Prepare before training starts (e.g. load a cache); the method calls it from `setup`."""
+
+    def forward(self, method: RetrievalMethod, batch: dict[str, Tensor], step: TrainStep) -> TrainStep:
+        raise NotImplementedError
 
 
 class RetrievalMethod(L.LightningModule):
     """Base LightningModule of every retrieval method (not registered itself)."""
 
     method_name = "base"
-    wants_train_scores = False  # set by training plugins (BCLS) that read the batch score matrix
+    supervision = ScoreSupervision(binary_term=None)
+    learns_temperature = (
+        False  # True: the backbone's logit_scale is trained (else frozen: DDP wants no unused parameter)
+    )
 
     def __init__(self, cfg: DictConfig | dict) -> None:
         super().__init__()
@@ -47,10 +100,17 @@ class RetrievalMethod(L.LightningModule):
             image_size=list(cfg.data.image_size),
             context_length=cfg.backbone.context_length,
         )
+        self.backbone.logit_scale.requires_grad_(self.learns_temperature)
+        self.plugins = nn.ModuleList()
         self.eval_results: dict[str, dict[str, Any]] = {}
         self._encode_seconds = {"image": 0.0, "text": 0.0}
         self._encode_count = {"image": 0, "text": 0}
         self._collectors: dict[str, EmbeddingCollector] = {}
+
+    def attach(self, plugin: TrainingPlugin) -> RetrievalMethod:
+        """Add a training plugin; plugins run in the order attached."""
+        self.plugins.append(plugin)
+        return self
 
     # ------------------------------------------------------------------ features (override as needed)
 
@@ -68,13 +128,26 @@ class RetrievalMethod(L.LightningModule):
         """How this method ranks a gallery; the first mode is the leaderboard's main row."""
         return [global_mode()]
 
-    # ------------------------------------------------------------------ training helpers
+    # ------------------------------------------------------------------ training
 
-    def record_train_scores(self, scores: Tensor) -> None:
-        """Hand this batch's [images, captions] retrieval score matrix (with its graph) to a training
-        plugin such as BCLS; a no-op (nothing kept alive) unless a plugin asked for it."""
-        if self.wants_train_scores:
-            self._train_scores = scores
+    def train_step(self, batch: dict[str, Tensor]) -> TrainStep:
+        """The method's losses on one batch (see `TrainStep`): what a method file implements."""
+        raise NotImplementedError
+
+    def positives(self, batch: dict[str, Tensor]) -> Tensor:
+        """[B, B] pairs of the batch that are not negatives: same image, or same person on person data
+        (the data layer's `pid` is the image index on caption sets)."""
+        return match_mask(batch["pid"])
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        step = self.train_step(batch)
+        for plugin in self.plugins:
+            step = plugin(self, batch, step)
+        return self.log_step(step, batch_size=len(batch["pid"]))
+
+    def setup(self, stage: str) -> None:
+        for plugin in self.plugins:
+            plugin.setup_for(self, stage)
 
     def in_first_epochs(self, epochs: float) -> bool:
         """True during the first `epochs` (may be fractional) epochs of training; never without a trainer."""
@@ -82,11 +155,13 @@ class RetrievalMethod(L.LightningModule):
             return False
         return self.trainer.global_step < epochs * max(1, int(self.trainer.num_training_batches))
 
-    def log_losses(self, losses: dict[str, Tensor], batch_size: int, **extra: Tensor | float) -> Tensor:
-        """Log every loss term as `train/<name>` plus their sum as `train/loss`; return the sum."""
-        total = torch.stack([value for value in losses.values()]).sum()
-        logged = {f"train/{name}": value.detach() for name, value in losses.items()}
-        logged.update({f"train/{name}": value for name, value in extra.items()})
+    def log_step(self, step: TrainStep, batch_size: int) -> Tensor:
+        """Log every loss term as `train/<name>`, the logs, and their sum as `train/loss`; return the sum."""
+        total = torch.stack(list(step.losses.values())).sum()
+        logged = {f"train/{name}": value.detach() for name, value in step.losses.items()}
+        logged.update(
+            {f"train/{name}": v.detach() if isinstance(v, Tensor) else v for name, v in step.logs.items()}
+        )
         logged["train/loss"] = total.detach()
         self.log_dict(logged, batch_size=batch_size, prog_bar=False)
         self.log("loss", total.detach(), batch_size=batch_size, prog_bar=True, logger=False)
@@ -111,14 +186,14 @@ class RetrievalMethod(L.LightningModule):
 
     def _eval_step(self, batch: dict[str, Tensor], dataloader_idx: int) -> None:
         modality = "image" if dataloader_idx == 0 else "text"
-        start = _synchronized_time(self.device)
+        start = synchronized_time(self.device)
         with torch.no_grad():
             feats = (
                 self.image_features(batch["image"])
                 if modality == "image"
                 else self.text_features(batch["text"])
             )
-        self._encode_seconds[modality] += _synchronized_time(self.device) - start
+        self._encode_seconds[modality] += synchronized_time(self.device) - start
         self._encode_count[modality] += int(batch["valid"].sum())
         index = batch["image_index"] if modality == "image" else batch["caption_index"]
         self._collectors[modality].update(
@@ -134,12 +209,11 @@ class RetrievalMethod(L.LightningModule):
         n_images, n_captions = datamodule.split_counts(split)
         images = self._collectors["image"].compute(expected=n_images)
         texts = self._collectors["text"].compute(expected=n_captions)
+        protocol = get_protocol(self.cfg.data.protocol)
         inputs = EvalInputs(
             images=images,
             texts=texts,
-            protocol=self.cfg.data.protocol
-            if split == self.cfg.data.test_split
-            else _plain(self.cfg.data.protocol),
+            protocol=protocol.name if split == self.cfg.data.test_split else protocol.validation,
             chunk_size=self.cfg.eval.chunk_size,
         )
         modes = self.inference_modes() if full else self.inference_modes()[:1]
@@ -200,14 +274,3 @@ class RetrievalMethod(L.LightningModule):
                 {f"{prefix}/{k}": float(v) for k, v in result["metrics"].items()}, rank_zero_only=False
             )
         self.eval_results["test"] = report
-
-
-def _plain(protocol: str) -> str:
-    """Validation uses the plain protocol (COCO's 5-fold 1K split is a test-time protocol)."""
-    return "caption" if protocol == "coco" else protocol
-
-
-def _synchronized_time(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()

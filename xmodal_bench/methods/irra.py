@@ -24,7 +24,7 @@ uniform, and the model collapses onto that plateau (loss = the uniform value, si
 7% in-batch R@1 collapses as soon as SDM takes over. Started from a model that already ranks
 (the tiny CLIP run, 43% in-batch R@1) SDM trains. The paper always starts from CLIP, so at tiny
 scale IRRA is run from the finished CLIP run: `backbone.pretrained=run:clip`
-(`sweep.warm_start`, benchmarks/sweeps/warm_start.yaml).
+(`run.warm_start`, benchmarks/sweeps/warm_start.yaml).
 
 Differences from the reference code (anosorae/IRRA), each deliberate:
 
@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xmodal_bench.config import require, require_fraction
 from xmodal_bench.errors import UserError
 from xmodal_bench.losses.identity import identity_accuracy, identity_loss
 from xmodal_bench.losses.mlm import (
@@ -62,8 +63,9 @@ from xmodal_bench.losses.mlm import (
     masked_lm_loss,
 )
 from xmodal_bench.losses.sdm import sdm_loss
-from xmodal_bench.methods.base import RetrievalMethod
+from xmodal_bench.methods.base import RetrievalMethod, ScoreSupervision, TrainStep
 from xmodal_bench.methods.irra_heads import CrossModalMLMHead
+from xmodal_bench.metrics import get_protocol
 from xmodal_bench.registry import register_method
 
 LOSS_NAMES = ("sdm", "id", "mlm")
@@ -82,12 +84,25 @@ class IRRAConfig:
     random_fraction: float = 0.1  # replaced by a random token (the rest stay unchanged)
     mask_token_id: int = CLIP_MASK_TOKEN_ID
 
+    def __post_init__(self) -> None:
+        if self.losses is not None:
+            check_loss_names(list(self.losses))
+        require(self.temperature > 0, "irra.temperature must be positive")
+        require(self.id_loss_weight >= 0 and self.mlm_loss_weight >= 0, "irra loss weights must be >= 0")
+        require(self.cmt_depth >= 1, "irra.cmt_depth must be at least 1")
+        require(self.cmt_heads is None or self.cmt_heads >= 1, "irra.cmt_heads must be at least 1")
+        require(0 < self.mask_prob <= 1, f"irra.mask_prob={self.mask_prob} must be in (0, 1]")
+        require_fraction("irra.mask_fraction", self.mask_fraction, upper_open=False)
+        require_fraction("irra.random_fraction", self.random_fraction, upper_open=False)
+        require(
+            self.mask_fraction + self.random_fraction <= 1,
+            "irra.mask_fraction + irra.random_fraction must be at most 1",
+        )
+        require(self.mask_token_id > 0, "irra.mask_token_id must be a positive token id")
 
-def resolve_losses(losses: list[str] | None, protocol: str) -> list[str]:
-    """The loss names a run trains with; unknown or repeated names are a UserError."""
-    if losses is None:
-        return ["sdm", "id", "mlm"] if protocol == "person" else ["sdm", "mlm"]
-    names = [str(name) for name in losses]
+
+def check_loss_names(names: list[str]) -> list[str]:
+    """Each name a known loss, at most once, at least one; anything else is a UserError."""
     unknown = [name for name in names if name not in LOSS_NAMES]
     if unknown:
         raise UserError(f"irra.losses: unknown loss {unknown[0]!r}; valid losses: {', '.join(LOSS_NAMES)}")
@@ -96,21 +111,25 @@ def resolve_losses(losses: list[str] | None, protocol: str) -> list[str]:
     return names
 
 
+def resolve_losses(losses: list[str] | None, person_ids: bool) -> list[str]:
+    """The loss names a run trains with (the default depends on whether the data has person ids)."""
+    if losses is None:
+        return ["sdm", "id", "mlm"] if person_ids else ["sdm", "mlm"]
+    return check_loss_names([str(name) for name in losses])
+
+
 @register_method("irra", IRRAConfig)
 class IRRA(RetrievalMethod):
     """SDM + ID + implicit relation reasoning (masked words predicted from the image); global cosine at test."""
 
+    supervision = ScoreSupervision(binary_term="sdm", hardest_negative=False, reduction="mean")
+
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         c = self.cfg.irra
-        self.losses = resolve_losses(c.losses, self.cfg.data.protocol)
-        if c.temperature <= 0:
-            raise UserError("irra.temperature must be positive")
-        if not 0 < c.mask_token_id < self.backbone.vocab_size:
+        self.losses = resolve_losses(c.losses, get_protocol(self.cfg.data.protocol).positives == "pid")
+        if not c.mask_token_id < self.backbone.vocab_size:
             raise UserError(f"irra.mask_token_id must be in 1..{self.backbone.vocab_size - 1}")
-        # IRRA's temperature is a constant: keep CLIP's learnable scale out of the optimizer (and
-        # out of DDP's gradient buckets, where an unused parameter is an error)
-        self.backbone.logit_scale.requires_grad_(False)
         width = self.backbone.embed_dim
         if "id" in self.losses:
             classes = self.cfg.data.train_identities
@@ -124,26 +143,26 @@ class IRRA(RetrievalMethod):
                 width, self.backbone.vocab_size, depth=c.cmt_depth, heads=c.cmt_heads
             )
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def train_step(self, batch: dict[str, Tensor]) -> TrainStep:
         c = self.cfg.irra
         ids, pids = batch["text"], batch["pid"]
         image, image_tokens = self.backbone.encode_image(batch["image"])
         text, _, _ = self.backbone.encode_text(ids)
-        self.record_train_scores(F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T)  # for BCLS
         losses: dict[str, Tensor] = {}
-        extra: dict[str, Tensor] = {}
+        logs: dict[str, Tensor] = {}
         if "sdm" in self.losses:
             losses["sdm"] = sdm_loss(image, text, pids, 1.0 / c.temperature)
         if "id" in self.losses:
             image_logits, text_logits = self.classifier(image.float()), self.classifier(text.float())
             losses["id"] = c.id_loss_weight * identity_loss(image_logits, text_logits, pids)
-            extra["img_acc"] = identity_accuracy(image_logits, pids)
-            extra["txt_acc"] = identity_accuracy(text_logits, pids)
+            logs["img_acc"] = identity_accuracy(image_logits, pids)
+            logs["txt_acc"] = identity_accuracy(text_logits, pids)
         if "mlm" in self.losses:
             logits, labels = self._predict_masked(ids, image, image_tokens)
             losses["mlm"] = c.mlm_loss_weight * masked_lm_loss(logits, labels)
-            extra["mlm_acc"] = masked_lm_accuracy(logits, labels)
-        return self.log_losses(losses, batch_size=len(ids), **extra)
+            logs["mlm_acc"] = masked_lm_accuracy(logits, labels)
+        scores = F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
+        return TrainStep(losses, scores, self.positives(batch), logs)
 
     def _predict_masked(self, ids: Tensor, image: Tensor, image_tokens: Tensor) -> tuple[Tensor, Tensor]:
         """Mask a copy of the captions, encode it, and predict the masked words: ([M, V], [M])."""

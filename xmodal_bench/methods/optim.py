@@ -4,7 +4,9 @@ Parameter groups follow what the papers do: parameters outside the shared backbo
 new heads) get `new_module_lr_mult` times the base lr, biases get `bias_lr_mult` (the two multiply),
 and parameters with fewer than two dimensions (biases, norm gains, the logit scale) get
 `no_decay_weight_decay` instead of the normal weight decay. The schedule is per step: linear
-warmup from `warmup_start_factor` to 1 over `warmup_epochs`, then cosine to `min_lr_ratio` (or flat).
+warmup from `warmup_start_factor` to 1 over `warmup_epochs`, then cosine to `min_lr_ratio`, flat
+(`constant`), or multiplied by `step_factor` at each of `step_epochs` (`step`, the released
+schedules of TGDT and ALADIN).
 """
 
 from __future__ import annotations
@@ -41,13 +43,18 @@ def build_optimizer(module: nn.Module, optim: DictConfig) -> torch.optim.Optimiz
     return cls(groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, fused=True)
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, optim: DictConfig) -> float:
+def lr_factor(
+    step: int, total_steps: int, warmup_steps: int, optim: DictConfig, steps_per_epoch: float = 1.0
+) -> float:
     """Multiplier of the base lr at `step` (0-based)."""
     if warmup_steps > 0 and step < warmup_steps:
         start = optim.warmup_start_factor
         return start + (1.0 - start) * step / warmup_steps
     if optim.schedule == "constant":
         return 1.0
+    if optim.schedule == "step":
+        passed = sum(1 for epoch in optim.step_epochs if step >= round(epoch * steps_per_epoch))
+        return float(optim.step_factor) ** passed
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     floor = optim.min_lr_ratio
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
@@ -58,5 +65,5 @@ def build_scheduler(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     warmup_steps = min(total_steps, round(optim.warmup_epochs * steps_per_epoch))
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, optim)
+        optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, optim, steps_per_epoch)
     )

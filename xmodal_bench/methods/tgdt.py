@@ -48,20 +48,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xmodal_bench.config import require, require_fraction
 from xmodal_bench.errors import UserError
-from xmodal_bench.losses import cmc_loss, match_mask
-from xmodal_bench.methods.base import RetrievalMethod
+from xmodal_bench.losses import cmc_loss
+from xmodal_bench.methods.base import RetrievalMethod, ScoreSupervision, TrainStep
 from xmodal_bench.methods.heads import SlotTransformer, transformer_encoder
+from xmodal_bench.methods.token_scoring import TokenScoreMixin
 from xmodal_bench.registry import register_method
-from xmodal_bench.retrieval.evaluation import (
-    EvalInputs,
-    InferenceMode,
-    exhaustive_mode,
-    fused_mode,
-    global_mode,
-)
-from xmodal_bench.retrieval.token_scores import hinge_token_scores, token_dtype, token_score_matrix
-from xmodal_bench.retrieval.two_stage import FineScorer, check_k, token_fine_scorer
+from xmodal_bench.retrieval.evaluation import InferenceMode, exhaustive_mode, fused_mode, global_mode
+from xmodal_bench.retrieval.token_scores import token_dtype
+from xmodal_bench.retrieval.two_stage import check_k
 
 
 @dataclass
@@ -86,6 +82,22 @@ class TGDTConfig:
     local_max_gallery: int = 5000  # report the exhaustive `local` mode up to this gallery size
     eval_token_dtype: str = "float32"  # dtype of the stored gallery tokens (float16 halves memory)
 
+    def __post_init__(self) -> None:
+        require(self.heads >= 1 and self.ff_dim >= 1, "tgdt.heads and tgdt.ff_dim must be positive")
+        require(self.local_layers >= 1 and self.global_layers >= 1, "tgdt layer counts must be at least 1")
+        require_fraction("tgdt.dropout", self.dropout)
+        require(self.margin >= 0 and self.consistency_margin >= 0, "tgdt margins must be >= 0")
+        require(
+            min(self.global_loss_weight, self.consistency_loss_weight, self.local_loss_weight) >= 0,
+            "tgdt loss weights must be >= 0",
+        )
+        require(self.mean_negative_epochs >= 0, "tgdt.mean_negative_epochs must be >= 0")
+        check_k(self.k_t2i, "tgdt.k_t2i")
+        check_k(self.k_i2t, "tgdt.k_i2t")
+        require(self.fusion_lambda >= 0, "tgdt.fusion_lambda must be >= 0")
+        require(self.local_max_gallery >= 0, "tgdt.local_max_gallery must be >= 0")
+        token_dtype(self.eval_token_dtype, "tgdt.eval_token_dtype")
+
 
 class LocalBranch(nn.Module):
     """Projection of backbone tokens into the joint space, then a transformer over them."""
@@ -100,17 +112,15 @@ class LocalBranch(nn.Module):
 
 
 @register_method("tgdt", TGDTConfig)
-class TGDT(RetrievalMethod):
+class TGDT(TokenScoreMixin, RetrievalMethod):
     """Token-guided dual transformer with the CMC loss; two-stage (global then token) retrieval."""
+
+    supervision = ScoreSupervision(binary_term="global", hardest_negative=True, reduction="sum")
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         c = self.cfg.tgdt
-        check_k(c.k_t2i, "tgdt.k_t2i")
-        check_k(c.k_i2t, "tgdt.k_i2t")
         self.token_dtype = token_dtype(c.eval_token_dtype, "tgdt.eval_token_dtype")
-        if c.local_max_gallery < 0:
-            raise UserError("tgdt.local_max_gallery must be >= 0")
         dim = self.backbone.embed_dim
         if dim % c.heads:
             raise UserError(f"tgdt.heads={c.heads} must divide the embedding width {dim}")
@@ -119,9 +129,6 @@ class TGDT(RetrievalMethod):
         # token-guided global branch: [pooled embedding; local tokens] -> refined global feature
         self.image_global = SlotTransformer(dim, c.heads, c.ff_dim, c.dropout, c.global_layers)
         self.text_global = SlotTransformer(dim, c.heads, c.ff_dim, c.dropout, c.global_layers)
-        self.backbone.logit_scale.requires_grad_(
-            False
-        )  # no temperature in a hinge loss (and DDP wants no unused params)
 
     # ------------------------------------------------------------------ encoders
 
@@ -151,17 +158,13 @@ class TGDT(RetrievalMethod):
 
     # ------------------------------------------------------------------ training
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def train_step(self, batch: dict[str, Tensor]) -> TrainStep:
         c = self.cfg.tgdt
         image, image_tokens = self.encode_image(batch["image"])
         text, text_tokens, mask = self.encode_text(batch["text"])
-        positives = match_mask(batch["image_index"])
-        self.record_train_scores(image @ text.T)  # the global cosine (stage 1), for BCLS
-        hardest = not self.in_first_epochs(c.mean_negative_epochs)
-        if hardest:
-            fine = hinge_token_scores(text_tokens, mask, image_tokens, positives)
-        else:
-            fine = token_score_matrix(text_tokens, mask, image_tokens).T
+        positives = self.positives(batch)
+        hardest = self.hardest_negatives(c.mean_negative_epochs)
+        fine = self.batch_token_scores(text_tokens, mask, image_tokens, positives, hardest)
         terms = cmc_loss(
             image,
             text,
@@ -177,15 +180,10 @@ class TGDT(RetrievalMethod):
             "local": c.local_loss_weight,
         }
         losses = {name: weights[name] * value for name, value in terms.items() if weights[name] > 0}
-        return self.log_losses(losses, batch_size=len(image), hardest=float(hardest))
+        # the primary (fused) mode ranks its shortlist by the global cosine: stage 1
+        return TrainStep(losses, image @ text.T, positives, {"hardest": float(hardest)})
 
     # ------------------------------------------------------------------ inference
-
-    def fine_scorer(self, inputs: EvalInputs, direction: str) -> FineScorer:
-        """s_loc over the gathered tokens, for one direction (see `retrieval.two_stage`)."""
-        return token_fine_scorer(
-            inputs.texts["tokens"], inputs.texts["mask"], inputs.images["tokens"], direction
-        )
 
     def inference_modes(self) -> list[InferenceMode]:
         c = self.cfg.tgdt

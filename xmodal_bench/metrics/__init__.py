@@ -17,7 +17,6 @@ from xmodal_bench.metrics.chunking import (
     resolve_score_dtype,
     tile_shape,
 )
-from xmodal_bench.metrics.coco import coco_1k, coco_5k, coco_retrieval, fold_bounds
 from xmodal_bench.metrics.collector import EmbeddingCollector, EmbeddingCountError
 from xmodal_bench.metrics.person import (
     PERSON_METRIC_NAMES,
@@ -25,6 +24,20 @@ from xmodal_bench.metrics.person import (
     person_ranks,
     person_retrieval,
     positive_gallery_index,
+)
+from xmodal_bench.metrics.protocols import (
+    Gallery,
+    MetricInfo,
+    Protocol,
+    RankFn,
+    Ranks,
+    coco_1k,
+    coco_5k,
+    coco_retrieval,
+    fold_bounds,
+    get_protocol,
+    list_protocols,
+    register_protocol,
 )
 from xmodal_bench.metrics.ranks import positive_ranks, ranks_in_block, score_block
 
@@ -34,6 +47,11 @@ __all__ = [
     "PERSON_METRIC_NAMES",
     "EmbeddingCollector",
     "EmbeddingCountError",
+    "Gallery",
+    "MetricInfo",
+    "Protocol",
+    "RankFn",
+    "Ranks",
     "caption_metrics_from_ranks",
     "caption_ranks",
     "caption_retrieval",
@@ -41,12 +59,15 @@ __all__ = [
     "coco_5k",
     "coco_retrieval",
     "fold_bounds",
+    "get_protocol",
+    "list_protocols",
     "person_metrics_from_ranks",
     "person_ranks",
     "person_retrieval",
     "positive_gallery_index",
     "positive_ranks",
     "ranks_in_block",
+    "register_protocol",
     "resolve_chunk_size",
     "resolve_score_dtype",
     "score_block",

@@ -2,9 +2,10 @@
 
 An *inference mode* is one way a method ranks a gallery: `global` (cosine of global embeddings,
 every method has it), and whatever a method adds (`fused` two-stage re-ranking, exhaustive
-`local` / `alignment` scoring, ...). Each mode gives exact metrics under the dataset's protocol
-and a latency figure: the time to answer a query (top-k over the whole gallery), measured the
-same way for every mode so the leaderboard compares like with like.
+`local` / `alignment` scoring, ...). Each mode gives the exact per-query ranks of the dataset's
+protocol (`metrics.protocols`), hence its metrics, and a latency figure: the time to answer a
+query (top-k over the whole gallery), measured the same way for every mode so the leaderboard
+compares like with like.
 
 Modes built here:
 - `global_mode()`: cosine of the global embeddings (the metrics package directly).
@@ -14,12 +15,11 @@ Modes built here:
 - `exhaustive_mode(fine_for, name)`: the fine score against the whole gallery; skipped (not
   reported) when the gallery is larger than `max_gallery`.
 `fine_for(inputs, direction) -> FineScorer` is the method's fine scorer over the gathered features.
-Any rank-producing scorer can reuse the protocol logic through `ranker_metrics(protocol, ...)`.
+Any rank-producing scorer reuses the protocol logic through `Protocol.ranks_from(gallery, rank_fn)`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,15 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from xmodal_bench.metrics import (
-    caption_metrics_from_ranks,
-    caption_retrieval,
-    coco_retrieval,
-    fold_bounds,
-    person_metrics_from_ranks,
-    person_retrieval,
-    positive_gallery_index,
-)
+from xmodal_bench.metrics import Gallery, Ranks, get_protocol
 from xmodal_bench.retrieval.two_stage import (
     CosineIndex,
     FineScorer,
@@ -46,6 +38,7 @@ from xmodal_bench.retrieval.two_stage import (
     two_stage_ranks,
     two_stage_search,
 )
+from xmodal_bench.timing import synchronized_time
 
 Features = dict[str, Tensor]
 
@@ -56,52 +49,48 @@ class EvalInputs:
 
     images: Features  # at least `global`, `pid`
     texts: Features  # at least `global`, `pid`, `image_index`
-    protocol: str  # caption | coco | person
+    protocol: str  # a registered protocol: caption | coco | person
     chunk_size: int | None = None
 
+    def gallery(self, with_embeddings: bool = True) -> Gallery:
+        """The protocol's view of these inputs (global embeddings, owners, person ids)."""
+        return Gallery(
+            text_to_image=self.texts["image_index"],
+            image_emb=self.images["global"] if with_embeddings else None,
+            text_emb=self.texts["global"] if with_embeddings else None,
+            image_pids=self.images["pid"],
+            text_pids=self.texts["pid"],
+            chunk_size=self.chunk_size,
+        )
 
-# metrics(method, inputs) -> {name: value}; search(method, inputs, direction, query_rows, k) -> [Q, k] gallery rows
-MetricsFn = Callable[[Any, EvalInputs], dict[str, float]]
+
+# ranks(method, inputs) -> the protocol's per-query ranks; search(method, inputs, direction,
+# query_rows, k) -> [Q, k] gallery rows
+RanksFn = Callable[[Any, EvalInputs], Ranks]
 SearchFn = Callable[[Any, EvalInputs, str, Tensor, int], Tensor]
 
 
 @dataclass(frozen=True)
 class InferenceMode:
     name: str
-    metrics: MetricsFn
+    ranks: RanksFn
     search: SearchFn
     directions: tuple[str, ...] = ("t2i", "i2t")
     # skip(inputs) -> None to evaluate the mode, or the reason it is not evaluated on these inputs
     skip: Callable[[EvalInputs], str | None] | None = None
 
-
-def protocol_metrics(
-    protocol: str,
-    image_emb: Tensor,
-    text_emb: Tensor,
-    text_to_image: Tensor,
-    image_pids: Tensor,
-    text_pids: Tensor,
-    chunk_size: int | None = None,
-) -> dict[str, float]:
-    """The protocol's metrics for embedding similarity (dot product of normalised embeddings)."""
-    if protocol == "person":
-        return person_retrieval(text_emb, image_emb, text_pids, image_pids, chunk_size=chunk_size)
-    if protocol == "coco":
-        return coco_retrieval(image_emb, text_emb, text_to_image, chunk_size=chunk_size)
-    return caption_retrieval(image_emb, text_emb, text_to_image, chunk_size=chunk_size)
+    def metrics(self, method: Any, inputs: EvalInputs) -> dict[str, float]:
+        """The protocol's metrics of this mode's ranks."""
+        return get_protocol(inputs.protocol).metrics(self.ranks(method, inputs))
 
 
-def _global_metrics(method: Any, inputs: EvalInputs) -> dict[str, float]:
-    return protocol_metrics(
-        inputs.protocol,
-        inputs.images["global"],
-        inputs.texts["global"],
-        inputs.texts["image_index"],
-        inputs.images["pid"],
-        inputs.texts["pid"],
-        inputs.chunk_size,
-    )
+def embedding_ranks(inputs: EvalInputs) -> Ranks:
+    """The protocol's exact ranks by cosine of the global embeddings."""
+    return get_protocol(inputs.protocol).ranks(inputs.gallery())
+
+
+def _global_ranks(method: Any, inputs: EvalInputs) -> Ranks:
+    return embedding_ranks(inputs)
 
 
 def top_k_by_dot(queries: Tensor, gallery: Tensor, k: int, chunk: int = 1024) -> Tensor:
@@ -118,7 +107,7 @@ def _global_search(method: Any, inputs: EvalInputs, direction: str, rows: Tensor
 
 def global_mode() -> InferenceMode:
     """Rank by cosine of the global embeddings: the mode every method has."""
-    return InferenceMode("global", _global_metrics, _global_search)
+    return InferenceMode("global", _global_ranks, _global_search)
 
 
 def measure_latency(
@@ -135,9 +124,9 @@ def measure_latency(
         rows = torch.linspace(0, n - 1, steps=min(queries, n)).round().long().unique()
         device = inputs.images["global"].device
         mode.search(method, inputs, direction, rows[:2].to(device), k)  # warm-up
-        start = _now(device)
+        start = synchronized_time(device)
         mode.search(method, inputs, direction, rows.to(device), k)
-        latency[f"{direction}_ms"] = 1000.0 * (_now(device) - start) / len(rows)
+        latency[f"{direction}_ms"] = 1000.0 * (synchronized_time(device) - start) / len(rows)
     return latency
 
 
@@ -149,72 +138,26 @@ def evaluate_modes(
     latency_queries: int = 1000,
     top_k: int = 10,
 ) -> dict[str, Any]:
-    """{"primary_mode": name, "modes": {name: {"metrics": {...}, "latency_ms": {...}}}, "skipped": {...}}.
+    """{"primary_mode": name, "modes": {name: {"metrics", "latency_ms"}}, "skipped": {...}, "ranks": {name: Ranks}}.
 
     A mode whose `skip(inputs)` gives a reason is left out of "modes" and listed under "skipped".
+    "ranks" holds each mode's per-query ranks (tensors; `report.ranks` saves them beside the results).
     """
-    report: dict[str, Any] = {"primary_mode": modes[0].name, "modes": {}, "skipped": {}}
+    protocol = get_protocol(inputs.protocol)
+    report: dict[str, Any] = {"primary_mode": modes[0].name, "modes": {}, "skipped": {}, "ranks": {}}
     with torch.no_grad():
         for mode in modes:
             reason = mode.skip(inputs) if mode.skip is not None else None
             if reason:
                 report["skipped"][mode.name] = reason
                 continue
-            entry: dict[str, Any] = {"metrics": mode.metrics(method, inputs)}
+            ranks = mode.ranks(method, inputs)
+            entry: dict[str, Any] = {"metrics": protocol.metrics(ranks)}
             if with_latency:
                 entry["latency_ms"] = measure_latency(method, inputs, mode, latency_queries, top_k)
             report["modes"][mode.name] = entry
+            report["ranks"][mode.name] = {key: value.cpu() for key, value in ranks.items()}
     return report
-
-
-# ------------------------------------------------------------------ protocols from any ranker
-
-# rank_fn(direction, query_rows, gallery_rows, positive_index) -> ranks [Q, P] (-1 padded): rows
-# index the full image / text sets (queries are texts for t2i, images for i2t); positive_index
-# holds positions within gallery_rows.
-RankFn = Callable[[str, Tensor, Tensor, Tensor], Tensor]
-
-
-def captions_of_images(owner: Tensor, num_images: int) -> Tensor:
-    """[N, P] caption indices of each image (ascending), padded with -1."""
-    order = torch.argsort(owner, stable=True)
-    counts = torch.bincount(owner, minlength=num_images)
-    starts = torch.cumsum(counts, 0) - counts
-    slots = torch.arange(int(counts.max()), device=owner.device)
-    position = (starts[:, None] + slots).clamp(max=max(0, owner.shape[0] - 1))
-    return torch.where(slots < counts[:, None], order[position], -1)
-
-
-def _caption_metrics(images: Tensor, texts: Tensor, owner: Tensor, rank_fn: RankFn) -> dict[str, float]:
-    """Caption protocol on a subset: images / texts are rows of the full sets, owner [len(texts)]
-    the position (in `images`) of each caption's image."""
-    t2i = rank_fn("t2i", texts, images, owner[:, None])[:, 0]
-    own = captions_of_images(owner, images.shape[0])
-    i2t = rank_fn("i2t", images, texts, own)
-    best = torch.where(own >= 0, i2t, torch.iinfo(torch.int64).max).amin(1)
-    return caption_metrics_from_ranks(best, t2i)
-
-
-def ranker_metrics(protocol: str, images: Features, texts: Features, rank_fn: RankFn) -> dict[str, float]:
-    """The protocol's metrics (same keys as `protocol_metrics`) from a function giving exact ranks."""
-    device = images["global"].device
-    num_images, num_texts = images["global"].shape[0], texts["global"].shape[0]
-    all_images = torch.arange(num_images, device=device)
-    all_texts = torch.arange(num_texts, device=device)
-    owner = texts["image_index"].to(device)
-    if protocol == "person":
-        positives = positive_gallery_index(texts["pid"].to(device), images["pid"].to(device))
-        return person_metrics_from_ranks(rank_fn("t2i", all_texts, all_images, positives))
-    if protocol != "coco":
-        return _caption_metrics(all_images, all_texts, owner, rank_fn)
-    out = {f"5k/{k}": v for k, v in _caption_metrics(all_images, all_texts, owner, rank_fn).items()}
-    bounds = fold_bounds(num_images)
-    folds = []
-    for start, stop in bounds:
-        captions = torch.nonzero((owner >= start) & (owner < stop)).squeeze(1)
-        folds.append(_caption_metrics(all_images[start:stop], captions, owner[captions] - start, rank_fn))
-    out.update({f"1k/{k}": sum(f[k] for f in folds) / len(folds) for k in folds[0]})
-    return out
 
 
 def _sides(inputs: EvalInputs, direction: str) -> tuple[Features, Features]:
@@ -261,7 +204,7 @@ def fused_mode(
     shortlist = {"t2i": check_k(k_t2i, "k_t2i"), "i2t": check_k(k_i2t, "k_i2t")}
     cache: dict[str, tuple[Tensor, Searcher]] = {}  # per direction: (gallery, its index)
 
-    def metrics(method: Any, inputs: EvalInputs) -> dict[str, float]:
+    def ranks(method: Any, inputs: EvalInputs) -> Ranks:
         scorers = {d: fine_for(inputs, d) for d in ("t2i", "i2t")}
 
         def rank(direction: str, query_rows: Tensor, gallery_rows: Tensor, positives: Tensor) -> Tensor:
@@ -279,7 +222,7 @@ def fused_mode(
                 chunk_size=inputs.chunk_size,
             )
 
-        return ranker_metrics(inputs.protocol, inputs.images, inputs.texts, rank)
+        return get_protocol(inputs.protocol).ranks_from(inputs.gallery(with_embeddings=False), rank)
 
     def search(method: Any, inputs: EvalInputs, direction: str, rows: Tensor, k: int) -> Tensor:
         query, gallery = _sides(inputs, direction)
@@ -299,7 +242,7 @@ def fused_mode(
         )
         return found
 
-    return InferenceMode(name, metrics, search)
+    return InferenceMode(name, ranks, search)
 
 
 #: Largest image x caption matrix (entries) the exhaustive mode keeps whole to rank both directions.
@@ -325,7 +268,7 @@ def exhaustive_mode(fine_for: FineFor, name: str = "local", max_gallery: int | N
             return f"gallery of {size} items is larger than the limit {max_gallery}"
         return None
 
-    def metrics(method: Any, inputs: EvalInputs) -> dict[str, float]:
+    def ranks(method: Any, inputs: EvalInputs) -> Ranks:
         scorers = {d: fine_for(inputs, d) for d in ("t2i", "i2t")}
         num_images, num_texts = inputs.images["global"].shape[0], inputs.texts["global"].shape[0]
         if num_images * num_texts <= _SHARED_MATRIX_LIMIT:  # score every pair once, rank both directions
@@ -338,15 +281,9 @@ def exhaustive_mode(fine_for: FineFor, name: str = "local", max_gallery: int | N
             fine = restrict_scorer(scorers[direction], query_rows, gallery_rows, gallery["global"].shape[0])
             return exhaustive_ranks(positives, fine)
 
-        return ranker_metrics(inputs.protocol, inputs.images, inputs.texts, rank)
+        return get_protocol(inputs.protocol).ranks_from(inputs.gallery(with_embeddings=False), rank)
 
     def search(method: Any, inputs: EvalInputs, direction: str, rows: Tensor, k: int) -> Tensor:
         return exhaustive_search(rows, fine_for(inputs, direction), k)[1]
 
-    return InferenceMode(name, metrics, search, skip=skip)
-
-
-def _now(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
+    return InferenceMode(name, ranks, search, skip=skip)

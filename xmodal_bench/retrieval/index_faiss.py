@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from xmodal_bench.retrieval.index import IndexConfig, SearchIndex, default_nlist, faiss_gpus
+from xmodal_bench.retrieval.index_base import IndexConfig, SearchIndex, default_nlist, faiss_gpus
 
 INDEX_FILE = "index.faiss"
 
@@ -95,6 +95,9 @@ class FaissIndex(SearchIndex):
         self.index = self._to_device(cpu_index)
         self._apply_search_knobs(k=1)
 
+    def stored_shape(self) -> tuple[int, int]:
+        return int(self.index.ntotal), int(self.index.d)
+
     def _loaded(self, cpu_index: Any) -> None:
         """Read what the backend needs from a freshly loaded CPU index."""
 
@@ -123,6 +126,9 @@ class FaissIVFIndex(FaissIndex):
         self._nlist = nlist
         self._quantizer = faiss.IndexFlatIP(dim)  # kept referenced: the IVF index does not own it
         return faiss.IndexIVFFlat(self._quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+
+    def stored_shape(self) -> tuple[int, int]:
+        return int(self.index.ntotal), int(self.index.d)
 
     def _loaded(self, cpu_index: Any) -> None:
         self._nlist = int(cpu_index.nlist)

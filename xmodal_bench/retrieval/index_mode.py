@@ -22,12 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from xmodal_bench.retrieval.evaluation import (
-    EvalInputs,
-    InferenceMode,
-    protocol_metrics,
-    ranker_metrics,
-)
+from xmodal_bench.metrics import Ranks, get_protocol
+from xmodal_bench.retrieval.evaluation import EvalInputs, InferenceMode, embedding_ranks
 from xmodal_bench.retrieval.index import (
     IndexConfig,
     SearchIndex,
@@ -68,19 +64,11 @@ def index_mode(config: IndexConfig | Any | None = None, name: str = "knn", depth
             cache[direction] = entry
         return entry[1]
 
-    def metrics(method: Any, inputs: EvalInputs) -> dict[str, float]:
+    def ranks(method: Any, inputs: EvalInputs) -> Ranks:
         images, texts = inputs.images, inputs.texts
         backend = resolve_backend(cfg.backend, images["global"].device)
         if index_class(backend).exact:
-            return protocol_metrics(
-                inputs.protocol,
-                images["global"],
-                texts["global"],
-                texts["image_index"],
-                images["pid"],
-                texts["pid"],
-                inputs.chunk_size,
-            )
+            return embedding_ranks(inputs)
 
         def rank(direction: str, query_rows: Tensor, gallery_rows: Tensor, positives: Tensor) -> Tensor:
             query, gallery = (texts, images) if direction == "t2i" else (images, texts)
@@ -96,7 +84,7 @@ def index_mode(config: IndexConfig | Any | None = None, name: str = "knn", depth
                 chunk_size=inputs.chunk_size,
             )
 
-        return ranker_metrics(inputs.protocol, images, texts, rank)
+        return get_protocol(inputs.protocol).ranks_from(inputs.gallery(with_embeddings=False), rank)
 
     def search(method: Any, inputs: EvalInputs, direction: str, rows: Tensor, k: int) -> Tensor:
         query, gallery = (
@@ -104,7 +92,7 @@ def index_mode(config: IndexConfig | Any | None = None, name: str = "knn", depth
         )
         return built(gallery["global"], direction).search(query["global"][rows], k)[1]
 
-    return InferenceMode(name, metrics, search)
+    return InferenceMode(name, ranks, search)
 
 
 __all__ = ["index_factory", "index_mode"]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from xmodal_bench.atomic import atomic_write_json
 from xmodal_bench.errors import UserError
-from xmodal_bench.sweep.results import git_sha, hardware, versions
+from xmodal_bench.report.results import git_sha, hardware, versions
 
 if TYPE_CHECKING:
     from xmodal_bench.sweep.spec import SweepSpec

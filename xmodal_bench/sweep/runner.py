@@ -1,8 +1,9 @@
 """`xmodal-bench sweep`: run a grid of (method, dataset, seed) benchmark runs, then the leaderboards.
 
-Each run is `python -m xmodal_bench bench ...` in a fresh subprocess, so Lightning's DDP
-launcher (which re-executes the command line for every extra rank) works, memory is returned
-between runs, and a crash is recorded instead of ending the sweep. Runs use the config's
+Each run is its `RunRequest` as `python -m xmodal_bench bench ... --no-leaderboard` in a fresh
+subprocess, so Lightning's DDP launcher (which re-executes the command line for every extra rank)
+works, memory is returned between runs, and a crash is recorded instead of ending the sweep
+(`--in-process` calls `run.bench` directly instead). Runs use the config's
 `trainer.devices=auto` / `accelerator=auto` unless the sweep overrides them: every GPU of the
 node (DDP) when there are several, else one device; `trainer.num_nodes` and the SLURM /
 torchrun environment are Lightning's business (see the README's job script).
@@ -11,10 +12,11 @@ torchrun environment are Lightning's business (see the README's job script).
   `--force`, and the others run with `bench --resume`: an interrupted sweep resumes where it
   stopped, a run it killed half-way from that run's last checkpoint (`--force` starts afresh).
 - A failing run (non-zero exit, a timeout, no results written) is recorded in
-  `{run_dir}/failure.json` with the end of its log; its full output is in `{run_dir}/sweep.log`.
-  The sweep goes on; it ends with a summary table and exit status 1 if any run failed.
+  `{runs_dir}/_sweeps/logs/{dataset}/{method}/{run_id}.failure.json` with the end of its log; its
+  full output is beside it (`{run_id}.log`). Nothing is written into a run folder but the run's own
+  results. The sweep goes on; it ends with a summary table and exit status 1 if any run failed.
 - The sweep's own record (every run's status and time) is `{runs_dir}/_sweeps/{name}.json`.
-- At the end, every leaderboard is rebuilt from all results (`sweep.leaderboard`), and when the
+- At the end, every leaderboard is rebuilt once from all results (`report.leaderboard`), and when the
   sweep file names a `baseline` the regression check runs (`sweep.baseline`), or with
   `--update-baseline` the baseline is rewritten from this sweep.
 
@@ -24,7 +26,6 @@ step (each bench run is one collective job); only global rank 0 writes the sweep
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import selectors
@@ -40,12 +41,24 @@ from typing import Any
 
 from xmodal_bench.atomic import atomic_write_json
 from xmodal_bench.errors import UserError
-from xmodal_bench.sweep.results import RESULTS_FILE, read_results
-from xmodal_bench.sweep.spec import PlannedRun, SweepSpec, load_sweep, plan_runs
+from xmodal_bench.metrics import get_protocol
+from xmodal_bench.report.leaderboard import write_leaderboards
+from xmodal_bench.report.results import RESULTS_FILE, read_results
+from xmodal_bench.run.folders import leaderboards_dir_for
+from xmodal_bench.sweep.baseline import build_baseline, check_baseline, load_baseline, write_baseline
+from xmodal_bench.sweep.spec import PlannedRun, SweepSpec, plan_runs
 
-FAILURE_FILE = "failure.json"
-LOG_FILE = "sweep.log"
+SWEEPS = "_sweeps"
 TAIL_LINES = 30
+
+
+def log_path(run: PlannedRun) -> Path:
+    """Where the sweep keeps a run's console output (never inside the run folder)."""
+    return Path(run.cfg.runs_dir) / SWEEPS / "logs" / run.dataset / run.method / f"{run.run_id}.log"
+
+
+def failure_path(run: PlannedRun) -> Path:
+    return log_path(run).with_suffix(".failure.json")
 
 
 @dataclass
@@ -131,17 +144,18 @@ def run_subprocess(
     run: PlannedRun, timeout_s: float | None, quiet: bool, threads: int | None = None
 ) -> tuple[int, str]:
     """Run `python -m xmodal_bench <argv>` in its own process group, output to the console (unless
-    quiet) and to `{run_dir}/sweep.log`. Returns (exit status, the log's text); -9 on timeout."""
-    run.run_dir.mkdir(parents=True, exist_ok=True)
+    quiet) and to its log (`log_path`). Returns (exit status, the log's text); -9 on timeout."""
+    log_file = log_path(run)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("WANDB_MODE", "offline")
     if threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     env["PYTHONUNBUFFERED"] = "1"
-    command = [sys.executable, "-m", "xmodal_bench", *run.argv]
+    command = [sys.executable, "-m", "xmodal_bench", *run_argv(run)]
     started = time.monotonic()
     chunks: list[bytes] = []
-    with open(run.run_dir / LOG_FILE, "wb") as log:
+    with open(log_file, "wb") as log:
         log.write(("$ " + " ".join(command) + "\n").encode())
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -186,18 +200,28 @@ def run_subprocess(
     return code, text
 
 
+def run_argv(run: PlannedRun) -> list[str]:
+    """The `xmodal-bench` arguments of a sweep cell: its request, resumable, no leaderboard of its own."""
+    argv = run.request.argv()
+    flags = len(argv) - len(run.request.overrides)
+    return [argv[0], *(["--resume"] if run.resume else []), *argv[1:flags], "--no-leaderboard", *argv[flags:]]
+
+
 def run_in_process(run: PlannedRun, threads: int | None = None) -> tuple[int, str]:
-    """Run the CLI in this process (tests, CI on CPU): no isolation and no DDP, but no start-up cost."""
+    """Run the bench in this process (tests, CI on CPU): no isolation and no DDP, but no start-up cost."""
     import torch
 
-    from xmodal_bench.cli import main
+    from xmodal_bench.run.bench import bench
 
     deterministic = torch.are_deterministic_algorithms_enabled()
     saved_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return main(run.argv), ""
+        bench(run.cfg, resume=run.resume)
+        return 0, ""
+    except UserError as exc:
+        return UserError.exit_code, f"xmodal-bench: error: {exc}"
     except Exception:
         return 1, traceback.format_exc()
     finally:
@@ -216,26 +240,26 @@ def execute(
         code, text = run_subprocess(run, timeout_s, quiet, threads)
     seconds = time.perf_counter() - started
     record = read_results(run.run_dir / RESULTS_FILE)
-    failure_path = run.run_dir / FAILURE_FILE
+    failure = failure_path(run)
     # Under a multi-task launcher only rank 0 writes results.json (and may still be writing it
     # when another rank's process has exited): the other ranks go by their exit status.
     if code == 0 and (record is not None or launcher_rank() != 0):
-        failure_path.unlink(missing_ok=True)
+        failure.unlink(missing_ok=True)
         return Outcome(run, "ok", seconds, code)
     tail = _tail(text)
     error = _error_line(tail) if code != 0 else f"exited 0 but wrote no readable {RESULTS_FILE}"
     if launcher_rank() == 0:
         atomic_write_json(
-            failure_path,
+            failure,
             {
                 "method": run.method,
                 "dataset": run.dataset,
                 "seed": run.seed,
-                "command": ["xmodal-bench", *run.argv],
+                "command": ["xmodal-bench", *run_argv(run)],
                 "returncode": code,
                 "error": error,
                 "tail": tail,
-                "log": None if in_process else str(run.run_dir / LOG_FILE),
+                "log": None if in_process else str(log_path(run)),
                 "seconds": round(seconds, 2),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             },
@@ -249,9 +273,10 @@ def execute(
 def _headline(record: dict[str, Any] | None) -> str:
     if not record:
         return ""
-    from xmodal_bench.sweep.leaderboard import headline_metric
-
-    key = headline_metric(record.get("protocol", "caption"))
+    try:
+        key = get_protocol(record.get("protocol", "caption")).headline
+    except UserError:
+        return ""
     value = record.get("metrics", {}).get(key)
     return f"{key}={value:.2f}" if isinstance(value, (int, float)) else ""
 
@@ -267,7 +292,7 @@ def format_report(report: SweepReport) -> str:
     lines.append(f"  {'method':<{width}}  {'dataset':<{dwidth}}  seed  {'status':<7}  {'time':>7}  result")
     for o in report.outcomes:
         if o.status == "failed":
-            where = o.run.run_dir / (LOG_FILE if (o.run.run_dir / LOG_FILE).is_file() else FAILURE_FILE)
+            where = log_path(o.run) if log_path(o.run).is_file() else failure_path(o.run)
             result = f"{o.error} (see {where})"
         elif o.status == "planned":
             result = str(o.run.run_dir)
@@ -290,7 +315,7 @@ def format_report(report: SweepReport) -> str:
 
 def _write_sweep_record(report: SweepReport, started: str) -> None:
     atomic_write_json(
-        report.runs_dir / "_sweeps" / f"{report.spec.name}.json",
+        report.runs_dir / SWEEPS / f"{report.spec.name}.json",
         {
             "sweep": report.spec.name,
             "file": str(report.spec.path),
@@ -336,7 +361,7 @@ def run_sweep(
     report = SweepReport(spec, unknown_methods=unknown)
     if runs:
         report.runs_dir = Path(runs[0].cfg.runs_dir)
-        report.leaderboards_dir = Path(runs[0].cfg.leaderboards_dir)
+        report.leaderboards_dir = leaderboards_dir_for(runs[0].cfg)
     rank = launcher_rank()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for index, run in enumerate(runs, 1):
@@ -348,9 +373,9 @@ def run_sweep(
             report.outcomes.append(Outcome(run, "skipped"))
             continue
         if not force:  # a run a killed sweep left unfinished continues from its last checkpoint
-            run = replace(run, argv=[run.argv[0], "--resume", *run.argv[1:]])
+            run = replace(run, resume=True)
         if not quiet and rank == 0:
-            print(f"[{index}/{len(runs)}] {run.label}: xmodal-bench {' '.join(run.argv)}", flush=True)
+            print(f"[{index}/{len(runs)}] {run.label}: xmodal-bench {' '.join(run_argv(run))}", flush=True)
         report.outcomes.append(
             execute(run, timeout_s=spec.timeout_s, quiet=quiet, in_process=in_process, threads=spec.threads)
         )
@@ -360,8 +385,6 @@ def run_sweep(
         return report
     _write_sweep_record(report, started)
     if runs:
-        from xmodal_bench.sweep.leaderboard import write_leaderboards
-
         write_leaderboards(report.runs_dir, report.leaderboards_dir, spec.datasets)
     if spec.baseline is not None and (update_baseline or check_baseline):
         _baseline_step(report, update_baseline)
@@ -369,8 +392,6 @@ def run_sweep(
 
 
 def _baseline_step(report: SweepReport, update: bool) -> None:
-    from xmodal_bench.sweep.baseline import build_baseline, check_baseline, load_baseline, write_baseline
-
     spec = report.spec
     assert spec.baseline is not None
     if update:
@@ -386,68 +407,3 @@ def _baseline_step(report: SweepReport, update: bool) -> None:
     result = check_baseline(records, load_baseline(spec.baseline.path))
     report.baseline_problems = result.problems
     report.baseline_notes = result.notes
-
-
-# ------------------------------------------------------------------------------------------ command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `sweep` subcommand's options."""
-    parser.add_argument(
-        "--config", required=True, help="sweep file (benchmarks/sweeps/NAME.yaml) or just NAME"
-    )
-    parser.add_argument("--force", action="store_true", help="rerun runs whose results already exist")
-    parser.add_argument("--dry-run", action="store_true", help="list the runs (and which would be skipped)")
-    parser.add_argument(
-        "--skip-unknown", action="store_true", help="run the registered methods, skip the others"
-    )
-    parser.add_argument(
-        "--update-baseline",
-        action="store_true",
-        help="rewrite the sweep's regression baseline from this sweep (reruns every run, noise seeds too)",
-    )
-    parser.add_argument(
-        "--no-check", action="store_true", help="do not check the sweep's regression baseline"
-    )
-    parser.add_argument(
-        "--in-process",
-        action="store_true",
-        help="run every bench in this process (single device only: no DDP; for CPU CI)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="only the summary (runs still log to sweep.log)")
-    parser.add_argument("--data-root", default=None, help="overrides the sweep file's data_root")
-    parser.add_argument("--runs-dir", default=None, help="overrides the sweep file's runs_dir")
-    parser.add_argument(
-        "--leaderboards-dir", default=None, help="overrides the sweep file's leaderboards_dir"
-    )
-    parser.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="config overrides added to every run of the grid"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    spec = load_sweep(args.config)
-    report = run_sweep(
-        spec,
-        force=args.force,
-        dry_run=args.dry_run,
-        in_process=args.in_process,
-        quiet=args.quiet,
-        skip_unknown=args.skip_unknown,
-        update_baseline=args.update_baseline,
-        check_baseline=not args.no_check,
-        extra_overrides=args.overrides,
-        data_root=args.data_root,
-        runs_dir=args.runs_dir,
-        leaderboards_dir=args.leaderboards_dir,
-    )
-    if launcher_rank() != 0:
-        return 1 if report.failed else 0
-    print(format_report(report))
-    if not args.dry_run and report.outcomes:
-        print(f"leaderboards: {report.leaderboards_dir / 'README.md'}")
-    if report.failed:
-        print(f"{len(report.failed)} run(s) failed", file=sys.stderr)
-    if report.baseline_problems:
-        print(f"{len(report.baseline_problems)} metric(s) fell below the baseline", file=sys.stderr)
-    return 0 if report.ok else 1

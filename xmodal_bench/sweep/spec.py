@@ -19,16 +19,15 @@
       sigmas: 3                           # tolerance = max(min_tolerance, sigmas x std over seeds)
       min_tolerance: 2.0
 
-Every run of the grid is exactly `xmodal-bench bench --method M --data D --scale S --seed N
-[--data-root ..] [--runs-dir ..] [--leaderboards-dir ..] overrides...`, in that order of
-overrides: shared, per method, per dataset, then the sweep command line's own. The runs are
-composed here, before anything starts, so an unknown method or dataset, a bad override or a
-typo in a section name stops the sweep at once with one clear message.
+Every run of the grid is one `RunRequest` (`run.request`), the same value `xmodal-bench bench
+--method M --data D --scale S --seed N [--data-root ..] [--runs-dir ..] overrides...` builds,
+with overrides in this order: shared, per method, per dataset, then the sweep command line's
+own. The runs are composed here, before anything starts, so an unknown method or dataset, a bad
+override, an impossible value or a typo in a section name stops the sweep at once with one line.
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,10 @@ from omegaconf import DictConfig
 
 from xmodal_bench.config import SCALES, benchmarks_dir, parse_overrides, read_layer
 from xmodal_bench.errors import UserError
+from xmodal_bench.registry import list_methods, parse_method_spec
+from xmodal_bench.run.folders import run_dir_for, run_id_for
+from xmodal_bench.run.request import RunRequest
+from xmodal_bench.run.warm_start import referenced_method
 
 KEYS = {
     "name",
@@ -89,15 +92,25 @@ class SweepSpec:
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One cell of the grid: what to run (`argv` of the CLI) and where its results go."""
+    """One cell of the grid: the request, its composed config, and where its results go."""
 
-    method: str
-    dataset: str
-    seed: int
-    argv: list[str]
+    request: RunRequest
     cfg: DictConfig
     run_id: str
     run_dir: Path
+    resume: bool = False  # continue from the run's last checkpoint when a killed sweep left one
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    @property
+    def dataset(self) -> str:
+        return self.request.dataset
+
+    @property
+    def seed(self) -> int:
+        return int(self.cfg.seed)
 
     @property
     def label(self) -> str:
@@ -250,8 +263,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def unknown_methods(spec: SweepSpec) -> list[str]:
     """The method specs of the sweep that are not registered (not landed yet, or a typo)."""
-    from xmodal_bench.registry import parse_method_spec
-
     missing = []
     for method in spec.methods:
         try:
@@ -261,21 +272,17 @@ def unknown_methods(spec: SweepSpec) -> list[str]:
     return missing
 
 
-def run_argv(
+def run_request(
     spec: SweepSpec, method: str, dataset: str, seed: int, extra: list[str], places: dict[str, str | None]
-) -> list[str]:
-    """The `xmodal-bench` arguments of one run of the grid."""
-    argv = ["bench", "--method", method, "--data", dataset, "--scale", spec.scale, "--seed", str(seed)]
-    for flag, value in places.items():
-        if value is not None:
-            argv += [flag, str(value)]
+) -> RunRequest:
+    """The request of one run of the grid."""
     overrides = [
         *spec.overrides,
         *spec.method_overrides.get(method, []),
         *spec.dataset_overrides.get(dataset, []),
         *extra,
     ]
-    return argv + overrides
+    return RunRequest(method, dataset, spec.scale, seed, overrides=tuple(overrides), **places)
 
 
 def plan_runs(
@@ -292,10 +299,6 @@ def plan_runs(
 
     Unknown methods are a UserError listing the known ones, unless `skip_unknown`.
     """
-    from xmodal_bench.cli import build_parser, compose_from_args
-    from xmodal_bench.registry import list_methods
-    from xmodal_bench.sweep.run import run_dir_for, run_id_for
-
     missing = unknown_methods(spec)
     if missing and not skip_unknown:
         known = ", ".join(m for m in list_methods() if not m.startswith("+"))
@@ -305,31 +308,28 @@ def plan_runs(
         )
     extra = parse_overrides(list(extra_overrides or []))
     places = {
-        "--data-root": data_root or spec.data_root,
-        "--runs-dir": runs_dir or spec.runs_dir,
-        "--leaderboards-dir": leaderboards_dir or spec.leaderboards_dir,
+        "data_root": data_root or spec.data_root,
+        "runs_dir": runs_dir or spec.runs_dir,
+        "leaderboards_dir": leaderboards_dir or spec.leaderboards_dir,
     }
-    parser = build_parser()
     runs = []
     for dataset in spec.datasets:
         for method in spec.methods:
             if method in missing:
                 continue
             for seed in seeds if seeds is not None else spec.seeds:
-                argv = run_argv(spec, method, dataset, seed, extra, places)
+                request = run_request(spec, method, dataset, seed, extra, places)
                 try:
-                    cfg = compose_from_args(_parse(parser, argv))
+                    cfg = request.compose()
                 except UserError as exc:
                     raise UserError(f"{spec.path}: {method} on {dataset}: {exc}") from None
                 _check_source_order(spec, method, cfg)
-                runs.append(PlannedRun(method, dataset, seed, argv, cfg, run_id_for(cfg), run_dir_for(cfg)))
+                runs.append(PlannedRun(request, cfg, run_id_for(cfg), run_dir_for(cfg)))
     return runs, missing
 
 
 def _check_source_order(spec: SweepSpec, method: str, cfg: DictConfig) -> None:
     """A run that starts from `run:SOURCE` must come after SOURCE's runs when the sweep trains them."""
-    from xmodal_bench.sweep.warm_start import referenced_method
-
     source = referenced_method(cfg)
     if (
         source in spec.methods
@@ -339,10 +339,3 @@ def _check_source_order(spec: SweepSpec, method: str, cfg: DictConfig) -> None:
         raise UserError(
             f"{spec.path}: {method} starts from run:{source}, so {source} must come before {method} in methods"
         )
-
-
-def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    try:
-        return parser.parse_args(argv)
-    except SystemExit:  # argparse already printed its one-line error
-        raise UserError(f"bad arguments: {' '.join(argv)}") from None

@@ -1,4 +1,6 @@
-"""`xmodal-bench data convert NAME --source DIR --out ROOT`: the CLI face of the converters.
+"""`xmodal-bench data synth|convert`: write the built-in synthetic sets, or convert a public dataset.
+
+`data convert NAME --source DIR --out ROOT` is the CLI face of the converters (`datamodules.converters`).
 
 Prints a progress bar while converting, then the closing summary (images, captions, identities
 per split; everything dropped and why) and the `bench` command to run next. Bad input without
@@ -10,14 +12,42 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from datamodules.converters import CONVERTERS
-from xmodal_bench.argtypes import positive_int
+from xmodal_bench.argtypes import integer, positive_int
 
-__all__ = ["add_arguments", "run"]
+SYNTHETIC = ("synth", "synth_reid")
+
+__all__ = ["add_arguments", "add_convert_arguments", "add_synth_arguments", "run_convert", "run_synth"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`data synth` and `data convert` (parser: the `data` command's parser)."""
+    commands = parser.add_subparsers(dest="data_command", required=True, parser_class=type(parser))
+    p = commands.add_parser("synth", help="write a built-in synthetic dataset as shards")
+    add_synth_arguments(p)
+    p.set_defaults(func=run_synth)
+    p = commands.add_parser("convert", help="convert a public dataset (as distributed) into shards")
+    add_convert_arguments(p)
+    p.set_defaults(func=run_convert)
+
+
+def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", choices=SYNTHETIC, default="synth")
+    parser.add_argument("--out", default="data", help="dataset root (the set goes to OUT/NAME)")
+    parser.add_argument("--seed", type=integer, default=0)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from datamodules import generate_synthetic
+
+    path = generate_synthetic(args.name, Path(args.out), seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", choices=CONVERTERS, help="dataset format (see the README's data preparation)")
     parser.add_argument(
         "--source", required=True, help="the dataset as distributed (a folder; jsonl: the file)"
@@ -48,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run_convert(args: argparse.Namespace) -> int:
     from datamodules.converters import convert
     from datamodules.converters.engine import format_report
     from datamodules.converters.records import BadInputError

@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from xmodal_bench.config import with_values
 from xmodal_bench.errors import UserError
-from xmodal_bench.sweep.results import RESULTS_FILE
+from xmodal_bench.registry import parse_method_spec
+from xmodal_bench.report.results import RESULTS_FILE
 
 RUN_PREFIX = "run:"
 # What makes a source "the same data": the run's dataset identity, not its batch size or workers
@@ -72,8 +73,8 @@ def find_source_checkpoint(cfg: DictConfig, method: str) -> Path:
     for results in folder.glob(f"*/{RESULTS_FILE}"):
         run_dir = results.parent
         try:
-            saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-        except (OSError, yaml.YAMLError):
+            saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue  # a run without a readable config is not a candidate
         checkpoint = _checkpoint(run_dir)
         if isinstance(saved, dict) and checkpoint is not None and _is_source_for(saved, cfg):
@@ -93,8 +94,6 @@ def resolve_warm_start(cfg: DictConfig) -> tuple[DictConfig, Path | None]:
 
     The method named must be registered; anything other than a `run:` reference passes through.
     """
-    from xmodal_bench.registry import parse_method_spec
-
     method = referenced_method(cfg)
     if method is None:
         return cfg, None

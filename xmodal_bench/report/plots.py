@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from xmodal_bench.atomic import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from xmodal_bench.sweep.leaderboard import Leaderboard
+from xmodal_bench.metrics.protocols import get_protocol
+from xmodal_bench.report.tables import Leaderboard
 
 LATENCY_KEY = "t2i_ms"
 MAX_LABEL = 40
@@ -33,9 +31,8 @@ def plot_accuracy_latency(board: Leaderboard, path: Path) -> Path | None:
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    from xmodal_bench.sweep.leaderboard import headline_metric
-
-    metric = headline_metric(board.protocol)
+    protocol = get_protocol(board.protocol)
+    metric = protocol.headline
     points = [
         (row, row.mean(LATENCY_KEY), row.mean(metric))
         for row in board.rows
@@ -61,7 +58,8 @@ def plot_accuracy_latency(board: Leaderboard, path: Path) -> Path | None:
         )
     axes.set_xscale("log")
     axes.set_xlabel("text-to-image latency per query (ms, log scale)")
-    title = {"rsum": "rSum", "5k/rsum": "5K rSum", "r1": "R@1"}.get(metric, metric)
+    info = protocol.info(metric)
+    title = info.title if info is not None else metric
     axes.set_ylabel(title)
     axes.set_title(f"{board.dataset}: {title} vs latency ({board.protocol} protocol)")
     axes.grid(True, which="both", alpha=0.3)

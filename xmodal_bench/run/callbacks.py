@@ -4,7 +4,6 @@ and the count of corrupt training samples skipped (`data.on_error=skip`)."""
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,7 @@ import lightning as L
 import torch
 
 from xmodal_bench.errors import UserError
-
-
-def _now(module: L.LightningModule) -> float:
-    if module.device.type == "cuda":
-        torch.cuda.synchronize(module.device)
-    return time.perf_counter()
+from xmodal_bench.timing import synchronized_time
 
 
 class EfficiencyMonitor(L.Callback):
@@ -44,12 +38,12 @@ class EfficiencyMonitor(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        self._batch_start = _now(module)
+        self._batch_start = synchronized_time(module.device)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        end = _now(module)
+        end = synchronized_time(module.device)
         size = int(batch["image"].shape[0]) * trainer.world_size
         self._epoch_step += 1
         if self._epoch_step > self.skip_steps:

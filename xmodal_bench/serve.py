@@ -1,38 +1,44 @@
-"""`xmodal-bench index build|search`: put a trained checkpoint to work as a search engine.
+"""Put a trained checkpoint to work as a search engine (`xmodal-bench index build|search`).
 
     xmodal-bench index build --checkpoint runs/synth/aladin/RUN/checkpoints/best.ckpt \\
         --data synth --split test --out my_index [--backend faiss-hnsw]
     xmodal-bench index search my_index --text "a red circle at the top" --k 5
     xmodal-bench index search my_index --image photo.jpg
 
-`build` re-creates the method from the checkpoint (its hyperparameters hold the resolved run
-config; the weights come from its state dict, so nothing is downloaded), encodes every image and
-every caption of the split with the method's retrieval embedding (`global`: ALADIN's matching
-head, CLIP's projected embedding, ...) and writes to OUT:
+`build_index_folder` re-creates the method from the checkpoint (read safely: `weights_only=True`;
+its hyperparameters hold the resolved run config and its state dict every weight, so nothing is
+downloaded), encodes every image and every caption of the split with the method's retrieval
+embedding (`global`: ALADIN's matching head, CLIP's projected embedding, ...) and writes OUT:
 - `images/`: the image gallery index (answers text queries), ids = the dataset's image ids;
 - `texts/`: the caption gallery index (answers image queries), ids = caption indices;
 - `meta.json`: checkpoint, method, dataset, split, the run config, and per item the image id /
   caption text, so that `search` can print readable results.
-`search` encodes the query with the same checkpoint and prints the top k with scores, image ids
-and captions (`--json` for machine-readable output).
+The folder is written under a temporary name beside OUT and renamed into place at the end, so a
+failed build leaves an earlier index at OUT untouched. `search_index_folder` checks what it
+reads (`meta.json` fields, each gallery's row count and dimension against it) and encodes the
+query with the same checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
 import tarfile
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from xmodal_bench.argtypes import non_negative_int, positive_int
 from xmodal_bench.atomic import atomic_write_json
 from xmodal_bench.errors import UserError
-from xmodal_bench.retrieval.index import BACKENDS, IndexConfig, as_index_config, build_index, load_index
+from xmodal_bench.retrieval.index import IndexConfig, as_index_config, build_index, load_index
 
 META_FILE = "meta.json"
 META_FORMAT = 1
@@ -50,29 +56,12 @@ def _device(name: str) -> torch.device:
 
 
 def load_method(checkpoint: str | Path, device: torch.device) -> tuple[Any, DictConfig]:
-    """The LightningModule saved in a checkpoint, in eval mode on `device`, and its run config."""
-    from xmodal_bench.registry import create_method
+    """The method saved in a checkpoint (read safely, weights loaded strictly), in eval mode on `device`."""
+    from xmodal_bench.run.checkpoints import checkpoint_config, read_checkpoint, restore_method
 
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a corrupt or foreign file is a user error
-        raise UserError(f"cannot read checkpoint {path}: {exc}") from exc
-    config = (state.get("hyper_parameters") or {}).get("config") if isinstance(state, dict) else None
-    if not isinstance(config, dict) or "state_dict" not in state:
-        raise UserError(f"{path} is not an xmodal-bench checkpoint (no saved run config / state dict)")
-    cfg = OmegaConf.create(config)
-    cfg.backbone.pretrained = None  # the weights come from the checkpoint, not from a download
-    method = create_method(cfg)
-    missing, unexpected = method.load_state_dict(state["state_dict"], strict=False)
-    if missing or unexpected:
-        raise UserError(
-            f"{path} does not fit method {cfg.method!r}: "
-            f"{len(missing)} missing and {len(unexpected)} unexpected weights (e.g. {(missing or unexpected)[0]})"
-        )
-    return method.eval().to(device), cfg
+    state = read_checkpoint(checkpoint)
+    cfg = checkpoint_config(state, checkpoint)
+    return restore_method(state, cfg, checkpoint).eval().to(device), cfg
 
 
 # --------------------------------------------------------------------------------------------- dataset
@@ -166,6 +155,9 @@ def build(args: argparse.Namespace) -> int:
     method, cfg = load_method(args.checkpoint, device)
     dataset = args.data or str(cfg.data.name)
     root = args.data_root or str(cfg.data.root)
+    out = Path(args.out)
+    if out.exists() and not (out / META_FILE).is_file():
+        raise UserError(f"--out {out} exists and is not a search index; choose another folder")
     _ensure_dataset(cfg, root, dataset)
     image_ids, captions = split_items(root, dataset, args.split)
     images, texts = encode_split(method, cfg, root, dataset, args.split, args.batch_size)
@@ -174,30 +166,46 @@ def build(args: argparse.Namespace) -> int:
             f"{dataset}/{args.split}: encoded items do not match the shards; re-create the dataset"
         )
     config = as_index_config(_method_index_config(cfg), **_index_overrides(args))
-    out = Path(args.out)
     image_index = build_index(images, ids=image_ids, config=config)
     text_index = build_index(texts, ids=list(range(len(captions))), config=config)
-    image_index.save(out / "images")
-    text_index.save(out / "texts")
-    atomic_write_json(
-        out / META_FILE,
-        {
-            "format": META_FORMAT,
-            "checkpoint": str(Path(args.checkpoint).resolve()),
-            "method": str(cfg.method),
-            "dataset": dataset,
-            "split": args.split,
-            "backend": image_index.backend,
-            "images": image_ids,
-            "captions": captions,
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        },
-    )
+    meta = {
+        "format": META_FORMAT,
+        "checkpoint": str(Path(args.checkpoint).resolve()),
+        "method": str(cfg.method),
+        "dataset": dataset,
+        "split": args.split,
+        "backend": image_index.backend,
+        "dim": int(images.shape[1]),
+        "images": image_ids,
+        "captions": captions,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    with staged_folder(out) as staging:
+        image_index.save(staging / "images")
+        text_index.save(staging / "texts")
+        atomic_write_json(staging / META_FILE, meta)
     print(
         f"indexed {len(image_ids)} images and {len(captions)} captions of {dataset}/{args.split} "
         f"with {cfg.method} ({image_index.describe()}) in {time.perf_counter() - started:.1f} s -> {out}"
     )
     return 0
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A temporary folder beside `out` that replaces it (whole) when the block succeeds."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
+    try:
+        yield staging
+        retired = out.parent / f".{out.name}.replaced"
+        shutil.rmtree(retired, ignore_errors=True)
+        if out.exists():
+            os.replace(out, retired)
+        os.replace(staging, out)
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _ensure_dataset(cfg: DictConfig, root: str, dataset: str) -> None:
@@ -213,16 +221,62 @@ def _ensure_dataset(cfg: DictConfig, root: str, dataset: str) -> None:
 # --------------------------------------------------------------------------------------------- search
 
 
+_META_FIELDS = {
+    "checkpoint": str,
+    "method": str,
+    "dataset": str,
+    "split": str,
+    "images": list,
+    "captions": list,
+    "config": dict,
+}
+
+
 def read_meta(folder: str | Path) -> dict[str, Any]:
+    """The index folder's `meta.json`, checked field by field (one line naming what is wrong)."""
     path = Path(folder) / META_FILE
     if not path.is_file():
         raise UserError(
             f"no index at {folder} (missing {META_FILE}); create one with `xmodal-bench index build`"
         )
-    meta = json.loads(path.read_text())
-    if meta.get("format") != META_FORMAT:
-        raise UserError(f"{path}: format {meta.get('format')!r}, expected {META_FORMAT}; rebuild the index")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: not readable JSON ({exc}); rebuild the index") from None
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise UserError(f"{path}: format {found!r}, expected {META_FORMAT}; rebuild the index")
+    for key, kind in _META_FIELDS.items():
+        if not isinstance(meta.get(key), kind):
+            raise UserError(f"{path}: field {key!r} is missing or not a {kind.__name__}; rebuild the index")
+    captions = meta["captions"]
+    images = len(meta["images"])
+    if not all(
+        isinstance(c, dict)
+        and isinstance(c.get("text"), str)
+        and isinstance(c.get("image"), int)
+        and 0 <= c["image"] < images
+        for c in captions
+    ):
+        raise UserError(
+            f"{path}: a caption entry is malformed or names an image outside the index; rebuild it"
+        )
     return meta
+
+
+def _load_gallery(folder: Path, gallery: str, rows: int, **overrides: Any) -> Any:
+    """One gallery index of the folder, checked against `meta.json` (rows), else one UserError."""
+    try:
+        index = load_index(folder / gallery, **overrides)
+    except UserError as exc:
+        raise UserError(f"{folder}: {exc}") from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise UserError(f"{folder / gallery}: damaged index ({type(exc).__name__}); rebuild it") from None
+    if index.ntotal != rows or len(index.ids) != rows:
+        raise UserError(
+            f"{folder / gallery}: holds {index.ntotal} rows but {META_FILE} lists {rows}; rebuild the index"
+        )
+    return index
 
 
 def _encode_query(method: Any, cfg: DictConfig, text: str | None, image: str | None) -> torch.Tensor:
@@ -251,10 +305,16 @@ def _encode_query(method: Any, cfg: DictConfig, text: str | None, image: str | N
 def search(args: argparse.Namespace) -> int:
     meta = read_meta(args.index)
     folder = Path(args.index)
+    gallery = "images" if args.text is not None else "texts"
+    rows_expected = len(meta["images"]) if gallery == "images" else len(meta["captions"])
+    index = _load_gallery(folder, gallery, rows_expected, nprobe=args.nprobe, ef_search=args.ef_search)
     method, cfg = load_method(args.checkpoint or meta["checkpoint"], _device(args.device))
     query = _encode_query(method, cfg, args.text, args.image)
-    gallery = "images" if args.text is not None else "texts"
-    index = load_index(folder / gallery, **({"nprobe": args.nprobe, "ef_search": args.ef_search}))
+    if query.shape[1] != index.dim:
+        raise UserError(
+            f"{folder}: the index holds {index.dim}-dimensional vectors but the model encodes "
+            f"{query.shape[1]}; index and checkpoint do not belong together"
+        )
     scores, rows = index.search(query.cpu(), args.k)
     results = []
     for rank, (score, row) in enumerate(zip(scores[0].tolist(), rows[0].tolist(), strict=True), start=1):
@@ -281,52 +341,3 @@ def search(args: argparse.Namespace) -> int:
         label = f"image {r['image_id']}"
         print(f"  {r['rank']:>3}. {r['score']:.4f}  {label:<20} {r['caption']}")
     return 0
-
-
-# --------------------------------------------------------------------------------------------- parser
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`index build` and `index search` subcommands (parser: the `index` command's parser)."""
-    commands = parser.add_subparsers(dest="index_command", required=True, parser_class=type(parser))
-    p = commands.add_parser("build", help="encode a dataset split with a checkpoint and write a search index")
-    p.add_argument(
-        "--checkpoint", required=True, help="a Lightning checkpoint written by `xmodal-bench bench`"
-    )
-    p.add_argument(
-        "--data", default=None, help="dataset name (default: the one the checkpoint was trained on)"
-    )
-    p.add_argument("--data-root", default=None, help="folder holding converted datasets (default: the run's)")
-    p.add_argument("--split", default="test", help="split to index (default: test)")
-    p.add_argument("--out", required=True, help="folder to write the index to")
-    p.add_argument("--backend", choices=BACKENDS, default=None, help="index backend (default: the method's)")
-    p.add_argument("--nlist", type=non_negative_int, default=None, help="faiss-ivf cells (0 = 4 sqrt(N))")
-    p.add_argument("--nprobe", type=positive_int, default=None, help="faiss-ivf cells scanned per query")
-    p.add_argument("--hnsw-m", type=positive_int, default=None, help="faiss-hnsw links per node")
-    p.add_argument(
-        "--ef-construction", type=positive_int, default=None, help="faiss-hnsw build candidate list"
-    )
-    p.add_argument("--ef-search", type=positive_int, default=None, help="faiss-hnsw search candidate list")
-    p.add_argument(
-        "--index-device", choices=["auto", "cpu", "cuda"], default=None, help="where the index runs"
-    )
-    p.add_argument("--batch-size", type=positive_int, default=256, help="encoding batch size")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where the model runs")
-    p.set_defaults(index_func=build)
-
-    p = commands.add_parser("search", help="answer a text or image query from an index")
-    p.add_argument("index", help="a folder written by `xmodal-bench index build`")
-    query = p.add_mutually_exclusive_group(required=True)
-    query.add_argument("--text", default=None, help="find the images that match this caption")
-    query.add_argument("--image", default=None, help="find the captions that match this image file")
-    p.add_argument("--k", type=positive_int, default=5, help="number of results (default: 5)")
-    p.add_argument("--nprobe", type=positive_int, default=None, help="override faiss-ivf nprobe")
-    p.add_argument("--ef-search", type=positive_int, default=None, help="override faiss-hnsw efSearch")
-    p.add_argument("--checkpoint", default=None, help="model to encode the query (default: the one indexed)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where the model runs")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.set_defaults(index_func=search)
-
-
-def run(args: argparse.Namespace) -> int:
-    return int(args.index_func(args))

@@ -1,4 +1,4 @@
-"""The results record of one run (`results.json`) and atomic file writes.
+"""The results record of one run (`results.json`): its schema, reading it back, finding them all.
 
 One file per (method, dataset, scale, seed) run, self-describing: what ran (method, dataset,
 protocol, resolved config), what it scored (every inference mode, the primary one repeated as
@@ -50,12 +50,36 @@ def hardware() -> dict[str, Any]:
 
 
 def read_results(path: Path) -> dict[str, Any] | None:
-    """A results file, or None when it is missing, half-written or of another schema."""
+    """A results file, or None when it is missing, half-written, of another schema or malformed
+    (so one damaged file never stops a leaderboard rebuild, a sweep or a later bench)."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and data.get("schema") == RESULTS_SCHEMA else None
+    return data if well_formed(data) else None
+
+
+def well_formed(data: Any) -> bool:
+    """The fields every reader of a results record relies on are there, with the right types."""
+    if not isinstance(data, dict) or data.get("schema") != RESULTS_SCHEMA:
+        return False
+    strings = ("method", "dataset", "protocol", "scale", "primary_mode")
+    if not all(isinstance(data.get(key), str) for key in strings) or not isinstance(data.get("seed"), int):
+        return False
+    modes = data.get("modes")
+    if (
+        not isinstance(modes, dict)
+        or data["primary_mode"] not in modes
+        or not isinstance(data.get("metrics"), dict)
+    ):
+        return False
+    for entry in modes.values():
+        if not isinstance(entry, dict) or not isinstance(entry.get("metrics"), dict):
+            return False
+        if not all(isinstance(v, (int, float)) for v in entry["metrics"].values()):
+            return False
+    changes = data.get("changes", [])
+    return isinstance(data.get("efficiency", {}), dict) and isinstance(changes, list)
 
 
 def find_results(runs_dir: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,66 @@
+"""`xmodal-bench score`: the metrics of embeddings computed anywhere (.npy in, one JSON object out).
+
+The embeddings are L2-normalised (cosine similarity), then scored with the same functions the
+LightningModule's evaluation uses (`metrics.protocols`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from xmodal_bench.argtypes import positive_int
+
+# the registered protocols (`metrics.protocols`), spelled out so `--help` needs no torch;
+# tests/test_architecture.py checks that the two lists agree
+PROTOCOLS = ("caption", "coco", "coco1k", "coco5k", "person")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `score` subcommand's options."""
+    parser.add_argument("--image-embeddings", type=Path, required=True, help="[N, D] float .npy")
+    parser.add_argument("--text-embeddings", type=Path, required=True, help="[M, D] float .npy")
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        required=True,
+        help="caption (Flickr30K/synth), coco (5k and 1k), coco1k, coco5k, person",
+    )
+    parser.add_argument(
+        "--text-to-image",
+        type=Path,
+        default=None,
+        help="[M] int .npy: image index of each caption (default: M/N captions per image, in order)",
+    )
+    parser.add_argument("--image-pids", type=Path, default=None, help="[N] int .npy (person protocol)")
+    parser.add_argument("--text-pids", type=Path, default=None, help="[M] int .npy (person protocol)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="also write the metrics JSON here (atomically)"
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=positive_int,
+        default=None,
+        help="queries scored at once (default: from a memory budget)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score, print one JSON object on stdout, write --out if given. UserError propagates to the CLI."""
+    from xmodal_bench.atomic import atomic_write_json
+    from xmodal_bench.metrics.score import score_files
+
+    metrics = score_files(
+        args.image_embeddings,
+        args.text_embeddings,
+        args.protocol,
+        text_to_image=args.text_to_image,
+        image_pids=args.image_pids,
+        text_pids=args.text_pids,
+        chunk_size=args.chunk_size,
+    )
+    print(json.dumps(metrics))
+    if args.out is not None:
+        atomic_write_json(args.out, metrics)
+    return 0

@@ -1,0 +1,1 @@
+"""The report: results records, per-query ranks, leaderboards and their plots, run summaries."""

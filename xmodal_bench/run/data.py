@@ -1,0 +1,64 @@
+"""The data side of a run: make sure the dataset is there and intact, then its DataModule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from datamodules import RetrievalDataModule, ensure_synthetic, read_manifest
+from xmodal_bench.config import with_values
+from xmodal_bench.errors import UserError
+from xmodal_bench.registry import dataset_info
+
+
+def ensure_dataset(cfg: DictConfig) -> None:
+    """Make sure `cfg.data.name` exists under `cfg.data.root`: synthetic sets are generated (and
+    cached), a real set must have been converted; else one UserError says where we looked and what
+    to run."""
+    info = dataset_info(cfg.data.name, cfg.data.root)
+    root = Path(cfg.data.root)
+    if info.synthetic:
+        ensure_synthetic(root, cfg.data.name, **dict(cfg.data.synthetic))
+    elif not (root / cfg.data.name / "manifest.json").is_file():
+        where = f" (raw data: {info.obtain})" if info.obtain else ""
+        command = info.convert.replace("ROOT", str(root))
+        raise UserError(
+            f"no dataset {cfg.data.name!r} at {root / cfg.data.name}: convert it first with `{command}`{where}"
+        )
+
+
+def prepare_data(cfg: DictConfig) -> DictConfig:
+    """Make sure the dataset exists and is intact before anything is built; return the config
+    completed with the dataset facts a method needs to build its heads (train images, identities).
+
+    A real set's manifest must match its shards, else one UserError names the command to run.
+    """
+    ensure_dataset(cfg)
+    root = Path(cfg.data.root)
+    splits = [s for s in (cfg.data.train_split, cfg.data.val_split, cfg.data.test_split) if s]
+    lenient = [cfg.data.train_split] if cfg.data.on_error == "skip" else []
+    train = read_manifest(root, cfg.data.name, splits=splits, lenient=lenient)["splits"][cfg.data.train_split]
+    identities = train["identities"] if train["identities"] is not None else train["images"]
+    return with_values(cfg, {"data": {"train_images": train["images"], "train_identities": identities}})
+
+
+def build_datamodule(cfg: DictConfig, tokenizer: Any) -> RetrievalDataModule:
+    d = cfg.data
+    return RetrievalDataModule(
+        root=d.root,
+        dataset=d.name,
+        tokenizer=tokenizer,
+        batch_size=d.batch_size,
+        eval_batch_size=d.eval_batch_size,
+        workers=d.workers,
+        image_size=tuple(d.image_size),
+        augment=d.augment,
+        train_split=d.train_split,
+        val_split=d.val_split,
+        test_split=d.test_split,
+        shuffle_buffer=d.shuffle_buffer,
+        seed=cfg.seed,
+        on_error=d.on_error,
+    )

@@ -1,0 +1,92 @@
+"""`RunRequest`: one benchmark run as asked for, the one value the CLI and the sweep both build.
+
+    request = RunRequest("irra", "synth_reid", seed=1, overrides=("irra.losses=[sdm]",))
+    cfg = request.compose()       # the resolved, checked, read-only run config
+    request.argv()                # the same run as `xmodal-bench bench ...` arguments (a subprocess)
+
+A request holds only what the user chose; `compose` turns it into the config (method and dataset
+YAML layers, the scale block, flags, overrides), refusing an unknown method or dataset, a bad key
+or an impossible value with one line, before anything is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from omegaconf import DictConfig
+
+from xmodal_bench.config import compose
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    method: str = "clip"
+    dataset: str = "synth"
+    scale: str = "tiny"
+    seed: int | None = None  # None: the config's (0)
+    data_root: str | None = None
+    runs_dir: str | None = None
+    leaderboards_dir: str | None = None
+    max_epochs: int | None = None
+    devices: int | str | None = None
+    overrides: tuple[str, ...] = field(default_factory=tuple)
+
+    def flags(self) -> dict[str, Any]:
+        """The request's named settings as a nested config layer (unset ones left out)."""
+        flags: dict[str, Any] = {}
+        if self.data_root is not None:
+            flags.setdefault("data", {})["root"] = self.data_root
+        if self.max_epochs is not None:
+            flags.setdefault("trainer", {})["max_epochs"] = self.max_epochs
+        if self.devices is not None:
+            flags.setdefault("trainer", {})["devices"] = self.devices
+        if self.seed is not None:
+            flags["seed"] = self.seed
+        if self.runs_dir is not None:
+            flags["runs_dir"] = self.runs_dir
+        if self.leaderboards_dir is not None:
+            flags["leaderboards_dir"] = self.leaderboards_dir
+        return flags
+
+    def compose(self) -> DictConfig:
+        """The resolved run config (see the module docstring)."""
+        from xmodal_bench.registry import dataset_info, method_sections
+
+        parts, sections = method_sections(self.method)
+        info = dataset_info(self.dataset, self.data_root_in_use())  # unknown: the list of known ones
+        return compose(
+            parts,
+            sections,
+            self.dataset,
+            self.scale,
+            flags=self.flags(),
+            overrides=list(self.overrides),
+            data_layer=info.layer,
+            data_facts=info.facts,
+        )
+
+    def data_root_in_use(self) -> str:
+        """The data root this request reads (`--data-root`, else a `data.root=` override, else data/)."""
+        if self.data_root is not None:
+            return self.data_root
+        roots = [item.partition("=")[2] for item in self.overrides if item.partition("=")[0] == "data.root"]
+        return roots[-1] if roots else "data"
+
+    def argv(self) -> list[str]:
+        """`xmodal-bench` arguments that make exactly this request."""
+        argv = ["bench", "--method", self.method, "--data", self.dataset, "--scale", self.scale]
+        for flag, value in (
+            ("--seed", self.seed),
+            ("--data-root", self.data_root),
+            ("--runs-dir", self.runs_dir),
+            ("--leaderboards-dir", self.leaderboards_dir),
+            ("--max-epochs", self.max_epochs),
+            ("--devices", self.devices),
+        ):
+            if value is not None:
+                argv += [flag, str(value)]
+        return argv + list(self.overrides)
+
+    def with_overrides(self, *overrides: str) -> RunRequest:
+        return replace(self, overrides=(*self.overrides, *overrides))
