@@ -60,6 +60,7 @@ class RetrievalDataModule(L.LightningDataModule):
         eval_batch_size: eval batch size per rank (default: `batch_size`).
         workers: DataLoader worker processes per loader (0 = load in the main process).
         image_size: int or (height, width) the images are resized to.
+        interpolation: resize filter, `bicubic` (CLIP's) or `bilinear` (IRRA's released code).
         augment: train augmentation, `none` or `irra`.
         train_split / val_split / test_split: split names; `None` disables that stage (ICFG has no val).
         shuffle_buffer: train shuffle buffer, in captions (decoded images are shared by their captions).
@@ -100,6 +101,7 @@ class RetrievalDataModule(L.LightningDataModule):
         verify: bool | None = None,
         synth_params: dict[str, Any] | None = None,
         on_error: str = "error",
+        interpolation: str = "bicubic",
     ) -> None:
         super().__init__()
         if augment not in AUGMENTATIONS:
@@ -133,6 +135,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self.verify = verify
         self.synth_params = synth_params
         self.on_error = on_error
+        self.interpolation = interpolation
         self._train_stream: TrainStream | None = None
         self._manifest: dict[str, Any] | None = None
         self._loaders: weakref.WeakSet[torch.utils.data.DataLoader] = weakref.WeakSet()
@@ -268,6 +271,7 @@ class RetrievalDataModule(L.LightningDataModule):
             "rank": self.rank,
             "world_size": self.world_size,
             "workers": self.workers,
+            "interpolation": self.interpolation,
         }
 
     def _loader_kw(self) -> dict[str, Any]:

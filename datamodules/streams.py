@@ -269,6 +269,7 @@ class _Stream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         workers: int = 0,
+        interpolation: str = "bicubic",
     ) -> None:
         super().__init__()
         if not 0 <= rank < world_size:
@@ -280,6 +281,7 @@ class _Stream(IterableDataset):
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.image_size = to_hw(image_size)
+        self.interpolation = interpolation
         self.rank = rank
         self.world_size = world_size
         self.workers = workers
@@ -311,7 +313,7 @@ class TrainStream(_Stream):
         # training samples (image, caption pairs) skipped in the current epoch, one slot per worker;
         # shared memory, so the main process sees what the DataLoader workers counted
         self._skipped = torch.zeros(max(1, self.workers), dtype=torch.int64).share_memory_()
-        self.prepare = resize_transform(self.image_size)
+        self.prepare = resize_transform(self.image_size, self.interpolation)
         self.augment = augment_transform(self.image_size, augment)
         self.normalize = normalize_transform()
         self.erase = erase_transform(augment)
@@ -513,7 +515,7 @@ class EvalImageStream(_EvalStream):
     def __init__(self, shards: Sequence[ShardInfo], **kw: Any) -> None:
         super().__init__(shards, **kw)
         # = eval_transform per image, with the normalisation done once per batch
-        self.resize = resize_transform(self.image_size)
+        self.resize = resize_transform(self.image_size, self.interpolation)
         self.normalize = normalize_transform()
 
     def _items(self, segments: Sequence[Segment]) -> Iterator[tuple]:

@@ -13,8 +13,10 @@ normalising), so a stream can normalise whole batches at once.
 
 `eval_transform(size)` is resize + normalise in one callable (PIL -> float32 [3, H, W]).
 
-Resize policy: the image is resized to exactly (H, W) (no crop, aspect not kept), bicubic with
-antialias, as IRRA does for person sets; a crop could cut away what a caption describes.
+Resize policy: the image is resized to exactly (H, W) (no crop, aspect not kept, as IRRA does
+for person sets; a crop could cut away what a caption describes) with antialias, by `bicubic`
+interpolation (CLIP's own preprocessing) unless the run asks for `bilinear` (IRRA's released
+transforms: torchvision's default). `data.interpolation` chooses.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torchvision.transforms import v2
 
 __all__ = [
     "AUGMENTATIONS",
+    "INTERPOLATIONS",
     "OPENAI_DATASET_MEAN",
     "OPENAI_DATASET_STD",
     "augment_transform",
@@ -43,6 +46,7 @@ OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_DATASET_STD = (0.26862954, 0.26130258, 0.27577711)
 
 AUGMENTATIONS = ("none", "irra")
+INTERPOLATIONS = {"bicubic": v2.InterpolationMode.BICUBIC, "bilinear": v2.InterpolationMode.BILINEAR}
 
 
 def to_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -53,13 +57,12 @@ def to_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
-def resize_transform(image_size: int | Sequence[int]) -> v2.Compose:
+def resize_transform(image_size: int | Sequence[int], interpolation: str = "bicubic") -> v2.Compose:
     """PIL image (any mode converted by the caller to RGB) -> uint8 tensor [3, H, W] of exactly `image_size`."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
     return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize(to_hw(image_size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-        ]
+        [v2.ToImage(), v2.Resize(to_hw(image_size), interpolation=INTERPOLATIONS[interpolation], antialias=True)]
     )
 
 
@@ -111,6 +114,6 @@ def _check_augment(augment: str) -> None:
         raise ValueError(f"unknown augment {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
 
 
-def eval_transform(image_size: int | Sequence[int]) -> v2.Compose:
+def eval_transform(image_size: int | Sequence[int], interpolation: str = "bicubic") -> v2.Compose:
     """PIL image -> CLIP-normalised float32 tensor [3, H, W] (resize + normalise)."""
-    return v2.Compose([resize_transform(image_size), normalize_transform()])
+    return v2.Compose([resize_transform(image_size, interpolation), normalize_transform()])

@@ -7,7 +7,8 @@ without the framework):
    whose defaults are the paper's hyperparameters (the one place they are written);
 2. `benchmarks/methods/<method>.yaml` for each part of the method spec (e.g. `clip`, `bcls`): the
    paper's optimizer, schedule, batch size and epochs;
-3. `benchmarks/data/<dataset>.yaml`;
+3. `benchmarks/data/<dataset>.yaml` (or its kind's template, for a converted set without one),
+   then a method file's `datasets.<dataset>` block (a paper's settings for that dataset);
 4. the `scales.<scale>` block of each of those files (the backbone size and what goes with it);
 5. command-line flags (`--max-epochs`, `--seed`, ...), then free `key=value` overrides.
 
@@ -37,7 +38,7 @@ from xmodal_bench.errors import UserError
 SCALES = ("tiny", "base")
 MAX_SEED = 2**32 - 1  # numpy / Lightning seed range
 # Keys of a YAML file that describe it rather than configure a run.
-_META_KEYS = ("scales", "about")
+_META_KEYS = ("scales", "about", "datasets")
 
 
 def benchmarks_dir() -> Path:
@@ -81,6 +82,7 @@ class DataConfig:
     protocol: str = "caption"  # a registered evaluation protocol: caption | coco | person
     image_size: list[int] = field(default_factory=lambda: [64, 64])  # (H, W)
     augment: str = "none"  # none | irra
+    interpolation: str = "bicubic"  # resize filter: bicubic (CLIP's) | bilinear (IRRA's released)
     batch_size: int = 128
     eval_batch_size: int = 256
     workers: int = 2
@@ -107,6 +109,7 @@ class DataConfig:
         require(self.workers >= 0, "data.workers must be >= 0")
         require(self.shuffle_buffer >= 0, "data.shuffle_buffer must be >= 0")
         require_choice("data.augment", self.augment, ("none", "irra"))
+        require_choice("data.interpolation", self.interpolation, ("bicubic", "bilinear"))
         require_choice("data.on_error", self.on_error, ("error", "skip"))
 
 
@@ -121,6 +124,7 @@ class OptimConfig:
     bias_lr_mult: float = 1.0  # lr multiplier for biases (multiplies with the one above)
     no_decay_weight_decay: float = 0.0  # decay for biases, norms, scales (parameters with ndim < 2)
     warmup_epochs: float = 0.5
+    warmup_steps: int | None = None  # a warmup length in steps instead (replaces warmup_epochs when set)
     warmup_start_factor: float = 0.1
     schedule: str = "cosine"  # cosine | constant | step
     min_lr_ratio: float = 0.0
@@ -132,6 +136,7 @@ class OptimConfig:
         require(self.lr > 0, "optim.lr must be positive")
         require_choice("optim.schedule", self.schedule, ("cosine", "constant", "step"))
         require(self.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0")
+        require(self.warmup_steps is None or self.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
         require(
             len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
             "optim.betas must be two values in [0, 1)",
@@ -353,6 +358,9 @@ def compose(
     for path, document in documents:
         cfg = _merge(cfg, {k: v for k, v in document.items() if k not in _META_KEYS}, str(path))
     cfg = _merge(cfg, data_facts or {}, f"the manifest of {dataset}")
+    for path, document in documents[:-1]:  # a method's released settings for this dataset
+        block = (document.get("datasets") or {}).get(dataset) or {}
+        cfg = _merge(cfg, block, f"{path} (datasets.{dataset})")
     for path, document in documents:
         scale_block = (document.get("scales") or {}).get(scale) or {}
         cfg = _merge(cfg, scale_block, f"{path} (scales.{scale})")

@@ -14,7 +14,7 @@ from xmodal_bench.config import compose
 from xmodal_bench.errors import UserError
 from xmodal_bench.metrics import CAPTION_METRIC_NAMES
 from xmodal_bench.registry import create_method, method_sections
-from xmodal_bench.retrieval.token_scores import token_score_matrix
+from xmodal_bench.retrieval.token_scores import token_score_matrix, word_mask
 
 
 def _config(*overrides: str):
@@ -61,7 +61,9 @@ def test_evaluation_features_feed_the_fine_score(synth_root, tokenizer) -> None:
         _, image_tokens = method.encode_image(batch["image"])
     assert image["global"].norm(dim=-1) == pytest.approx(torch.ones(12), abs=1e-5)
     assert image["tokens"].shape == (12, 16, 64) and text["tokens"].shape == (12, 32, 64)
-    assert text["mask"].dtype == torch.uint8 and torch.equal(text["mask"].bool(), batch["text"] != 0)
+    # the fine score counts words: every caption token but the start and end markers (as released)
+    words = word_mask(batch["text"], batch["text"] != 0)
+    assert text["mask"].dtype == torch.uint8 and torch.equal(text["mask"].bool(), words)
     assert torch.equal(image["tokens"], image_tokens)
     fine = token_score_matrix(text["tokens"], text["mask"].bool(), image["tokens"])
     assert fine.shape == (12, 12) and bool((fine.abs() <= 1 + 1e-5).all())

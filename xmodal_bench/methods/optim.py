@@ -4,7 +4,7 @@ Parameter groups follow what the papers do: parameters outside the shared backbo
 new heads) get `new_module_lr_mult` times the base lr, biases get `bias_lr_mult` (the two multiply),
 and parameters with fewer than two dimensions (biases, norm gains, the logit scale) get
 `no_decay_weight_decay` instead of the normal weight decay. The schedule is per step: linear
-warmup from `warmup_start_factor` to 1 over `warmup_epochs`, then cosine to `min_lr_ratio`, flat
+warmup from `warmup_start_factor` to 1 over `warmup_epochs` (or `warmup_steps`), then cosine to `min_lr_ratio`, flat
 (`constant`), or multiplied by `step_factor` at each of `step_epochs` (`step`, the released
 schedules of TGDT and ALADIN).
 """
@@ -63,7 +63,8 @@ def lr_factor(
 def build_scheduler(
     optimizer: torch.optim.Optimizer, optim: DictConfig, total_steps: int, steps_per_epoch: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup_steps = min(total_steps, round(optim.warmup_epochs * steps_per_epoch))
+    warmup = optim.warmup_steps if optim.warmup_steps is not None else round(optim.warmup_epochs * steps_per_epoch)
+    warmup_steps = min(total_steps, warmup)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, optim, steps_per_epoch)
     )

@@ -11,18 +11,22 @@ Per modality, on top of the shared backbone's token outputs:
   backbone's own pooled embedding (image CLS / text EOT, projected), so the branch refines the
   backbone's global feature guided by the tokens (the released code puts the first token of the
   sequence, BERT's CLS, in that position).
-Fine score s_loc(t, v) = mean over the caption's words of the max over image tokens of cosine
-(`retrieval.token_scores`); words are every non-padding token, SOT and EOT included.
+Fine score s_loc(t, v) = 10 x the sum over the caption's words of the max over image tokens of
+cosine, as released (`word_reduction: sum`, `local_scale: 10`; `retrieval.token_scores`); words are
+the caption's tokens without the start and end markers (the released code drops [CLS] and [SEP]).
+At that scale s_loc is about 10 x the caption length, so in the released fused score the global
+cosine is a tie-breaker (about 1% of the total) and the 0.2 margin of the local hinge is small.
 
 Loss (`losses.cmc`): global hardest-negative hinge (margin 0.2, both directions) + intra-modal
-consistency (margin 0.3) + local hardest-negative hinge on s_loc; all sums over the batch. The
-local term's batch matrix is built by `retrieval.token_scores.hinge_token_scores` (exact values
-and gradients, backward only through the entries the hinge uses).
+consistency (margin 0.3) + local hardest-negative hinge on s_loc (margin 0.2); all sums over the
+batch, as released. The local term's batch matrix is built by
+`retrieval.token_scores.hinge_token_scores` (exact values and gradients, backward only through the
+entries the hinge uses).
 
 Inference: modes `fused` (primary: global top-K, K=100 for t2i and 50 for i2t, re-scored by
-s_global + lambda * s_loc), `global` (stage 1 only) and `local` (s_loc over the whole gallery, only
-when the gallery has at most `tgdt.local_max_gallery` items). Ranks are exact: a positive outside
-the top K keeps its global rank.
+s_global + fusion_lambda x s_loc, the released d_m + d_l at lambda 1), `global` (stage 1 only)
+and `local` (s_loc over the whole gallery, only when the gallery has at most
+`tgdt.local_max_gallery` items). Ranks are exact: a positive outside the top K keeps its global rank.
 
 Deviations from the released code, on purpose:
 - Gradients reach the backbone: the released model detaches the local tokens before the global
@@ -32,10 +36,10 @@ Deviations from the released code, on purpose:
   counts it as rank 0 (a hit), which inflates every recall of the fused mode.
 - The released training applies the local hinge to the *global* branch's token outputs but
   re-ranks with the *local* branch's tokens; here both use the local branch's tokens.
-- The fine score is a mean over words (the paper's definition); the released code sums over
-  words and multiplies by 10 (so its fusion weight is effectively ~10 x caption length);
-  `fusion_lambda` weighs the mean-normalised score instead. Captions of the same image met in
-  a batch are not used as each other's negatives.
+- The released code also drops the caption's last word (an off-by-one in its slicing, `[1:-2]`);
+  here every word counts. Captions of the same image (on person data: images of the same person)
+  met in a batch are not used as each other's negatives (the released code treats them as
+  negatives).
 - Backbone: the shared open_clip dual encoder (ViT patches instead of bottom-up regions, CLIP's
   text tower instead of BERT); heads width = the backbone's embed dim.
 """
@@ -56,7 +60,7 @@ from xmodal_bench.methods.heads import SlotTransformer, transformer_encoder
 from xmodal_bench.methods.token_scoring import TokenScoreMixin
 from xmodal_bench.registry import register_method
 from xmodal_bench.retrieval.evaluation import InferenceMode, exhaustive_mode, fused_mode, global_mode
-from xmodal_bench.retrieval.token_scores import token_dtype
+from xmodal_bench.retrieval.token_scores import WordPooling, token_dtype, word_mask
 from xmodal_bench.retrieval.two_stage import check_k
 
 
@@ -78,7 +82,9 @@ class TGDTConfig:
     mean_negative_epochs: float = 0.0
     k_t2i: int = 100  # stage-1 shortlist per text query
     k_i2t: int = 50  # stage-1 shortlist per image query
-    fusion_lambda: float = 1.0  # fused = s_global + lambda * s_loc
+    word_reduction: str = "sum"  # s_loc pools words by sum (released) or mean (a cosine, length-free)
+    local_scale: float = 10.0  # s_loc = local_scale x pooled word scores (released: 10 x sum)
+    fusion_lambda: float = 1.0  # fused = s_global + lambda * s_loc (released: d_m + d_l)
     local_max_gallery: int = 5000  # report the exhaustive `local` mode up to this gallery size
     eval_token_dtype: str = "float32"  # dtype of the stored gallery tokens (float16 halves memory)
 
@@ -95,6 +101,7 @@ class TGDTConfig:
         check_k(self.k_t2i, "tgdt.k_t2i")
         check_k(self.k_i2t, "tgdt.k_i2t")
         require(self.fusion_lambda >= 0, "tgdt.fusion_lambda must be >= 0")
+        WordPooling(self.word_reduction, self.local_scale)  # tgdt.word_reduction / local_scale in range
         require(self.local_max_gallery >= 0, "tgdt.local_max_gallery must be >= 0")
         token_dtype(self.eval_token_dtype, "tgdt.eval_token_dtype")
 
@@ -121,6 +128,7 @@ class TGDT(TokenScoreMixin, RetrievalMethod):
         super().__init__(cfg)
         c = self.cfg.tgdt
         self.token_dtype = token_dtype(c.eval_token_dtype, "tgdt.eval_token_dtype")
+        self.word_pooling = WordPooling(c.word_reduction, c.local_scale)
         dim = self.backbone.embed_dim
         if dim % c.heads:
             raise UserError(f"tgdt.heads={c.heads} must divide the embedding width {dim}")
@@ -139,10 +147,12 @@ class TGDT(TokenScoreMixin, RetrievalMethod):
         return F.normalize(self.image_global(pooled, local), dim=-1), F.normalize(local, dim=-1)
 
     def encode_text(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(global [B, D], local tokens [B, L, D], mask [B, L]); padding positions are masked."""
+        """(global [B, D], local tokens [B, L, D], word mask [B, L]): both branches see every token
+        (padding masked); the fine score counts the words (`word_mask`)."""
         pooled, tokens, mask = self.backbone.encode_text(ids)
         local = self.text_local(tokens, ~mask)
-        return F.normalize(self.text_global(pooled, local, ~mask), dim=-1), F.normalize(local, dim=-1), mask
+        glob = F.normalize(self.text_global(pooled, local, ~mask), dim=-1)
+        return glob, F.normalize(local, dim=-1), word_mask(ids, mask)
 
     def image_features(self, images: Tensor) -> dict[str, Tensor]:
         glob, tokens = self.encode_image(images)

@@ -1,8 +1,11 @@
-"""Fine-grained image-text score from token features: the "max over regions, mean over words" score.
+"""Fine-grained image-text score from token features: "max over image tokens, pooled over words".
 
-    s(t, v) = mean over valid words w of t of  max over image tokens n of v of  <t_w, v_n>
+    s(t, v) = scale x pool over valid words w of t of  max over image tokens n of v of  <t_w, v_n>
 
-With L2-normalised tokens the inner products are cosines. TGDT uses it as its local score and
+With L2-normalised tokens the inner products are cosines. `WordPooling` says how words are
+pooled: `mean` (the score stays a cosine in [-1, 1] whatever the caption length) or `sum` (what
+the released TGDT (x10) and ALADIN ("MrSw") compute: the score grows with the caption, and so do
+its spread, a margin's meaning and a softmax's sharpness). TGDT uses it as its local score and
 ALADIN as its alignment head; the two-stage engine uses it to re-rank a shortlist. Two shapes:
 every text against every image of a batch (`token_score_matrix`, training and exhaustive
 evaluation), and aligned pairs (`token_score_pairs`, re-ranking a shortlist);
@@ -10,6 +13,8 @@ evaluation), and aligned pairs (`token_score_pairs`, re-ranking a shortlist);
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -27,14 +32,34 @@ def token_dtype(name: str, key: str) -> torch.dtype:
     return TOKEN_DTYPES[name]
 
 
-def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of `values` [..., L] over positions where `mask` [..., L] is True."""
-    mask = mask.to(values.dtype)
-    return (values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+@dataclass(frozen=True)
+class WordPooling:
+    """How a caption's per-word best matches become one score: `scale` x (mean or sum over words)."""
+
+    reduction: str = "mean"  # mean | sum
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.reduction not in WORD_REDUCTIONS:
+            raise UserError(f"word reduction {self.reduction!r}; choose {' or '.join(WORD_REDUCTIONS)}")
+        if not self.scale > 0:
+            raise UserError(f"token score scale must be positive, got {self.scale}")
+
+    def __call__(self, values: Tensor, mask: Tensor) -> Tensor:
+        """Pool `values` [..., L] over the positions where `mask` [..., L] is True."""
+        mask = mask.to(values.dtype)
+        total = (values * mask).sum(-1)
+        if self.reduction == "mean":
+            total = total / mask.sum(-1).clamp(min=1.0)
+        return total * self.scale if self.scale != 1.0 else total
+
+
+WORD_REDUCTIONS = ("mean", "sum")
+MEAN = WordPooling()
 
 
 def token_score_matrix(
-    text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor, chunk: int = 256
+    text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor, chunk: int = 256, pooling: WordPooling = MEAN
 ) -> Tensor:
     """Scores [T, I] of every text (tokens [T, L, D], mask [T, L]) against every image ([I, N, D]).
 
@@ -46,18 +71,20 @@ def token_score_matrix(
         mask = text_mask[start : start + chunk]
         sim = torch.einsum("tld,ind->tiln", words, image_tokens)  # [t, I, L, N]
         best = sim.amax(dim=-1)  # best image token per word: [t, I, L]
-        rows.append(_masked_mean(best, mask[:, None, :].expand_as(best)))
+        rows.append(pooling(best, mask[:, None, :].expand_as(best)))
     return torch.cat(rows)
 
 
-def token_score_pairs(text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor) -> Tensor:
+def token_score_pairs(
+    text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor, pooling: WordPooling = MEAN
+) -> Tensor:
     """Scores [P] of aligned pairs: text p (tokens [P, L, D], mask [P, L]) with image p ([P, N, D])."""
     sim = torch.einsum("pld,pnd->pln", text_tokens, image_tokens)
-    return _masked_mean(sim.amax(dim=-1), text_mask)
+    return pooling(sim.amax(dim=-1), text_mask)
 
 
 def hinge_token_scores(
-    text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor, positives: Tensor
+    text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor, positives: Tensor, pooling: WordPooling = MEAN
 ) -> Tensor:
     """The batch's score matrix [images, captions] for a hardest-negative hinge, cheaply.
 
@@ -69,12 +96,23 @@ def hinge_token_scores(
     """
     size = positives.shape[0]
     with torch.no_grad():
-        full = token_score_matrix(text_tokens, text_mask, image_tokens).T.contiguous()
+        full = token_score_matrix(text_tokens, text_mask, image_tokens, pooling=pooling).T.contiguous()
         negatives = full.masked_fill(positives, -torch.inf)
         rows = torch.arange(size, device=full.device)
         image = torch.cat([rows, rows, negatives.argmax(0)])
         caption = torch.cat([rows, negatives.argmax(1), rows])
         pair = torch.unique(image * size + caption)
         image, caption = pair // size, pair % size
-    live = token_score_pairs(text_tokens[caption], text_mask[caption], image_tokens[image])
+    live = token_score_pairs(text_tokens[caption], text_mask[caption], image_tokens[image], pooling)
     return full.index_put((image, caption), full[image, caption] + (live - live.detach()))
+
+
+def word_mask(ids: Tensor, mask: Tensor) -> Tensor:
+    """Caption words: non-padding tokens other than the start (position 0) and end (highest id) markers.
+
+    Both released methods score words only: TGDT and ALADIN drop BERT's [CLS] and [SEP]; here the
+    tokenizer's start- and end-of-text tokens (the end token is CLIP's pooled embedding)."""
+    words = mask.clone()
+    words[:, 0] = False
+    words.scatter_(1, ids.argmax(dim=1, keepdim=True), False)  # open_clip's EOT has the largest id
+    return words

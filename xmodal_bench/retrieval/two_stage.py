@@ -38,6 +38,7 @@ from torch import Tensor
 
 from xmodal_bench.errors import UserError
 from xmodal_bench.metrics import ranks_in_block, resolve_chunk_size, score_block
+from xmodal_bench.retrieval.token_scores import MEAN, WordPooling
 
 
 class Searcher(Protocol):
@@ -238,9 +239,9 @@ _FINE_BUDGET = 1 << 24
 
 
 def token_fine_scorer(
-    text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor, direction: str
+    text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor, direction: str, pooling: WordPooling = MEAN
 ) -> FineScorer:
-    """The max-over-image-tokens, mean-over-words score (`retrieval.token_scores`) as a `FineScorer`.
+    """The max-over-image-tokens score pooled over words (`retrieval.token_scores`) as a `FineScorer`.
 
     text_tokens [M, L, D] and image_tokens [N, T, D] L2-normalised (any float dtype; computed in
     float32), text_mask [M, L] (nonzero = word). `direction` "t2i": queries are texts and the
@@ -260,7 +261,7 @@ def token_fine_scorer(
         for s in range(0, text_rows.shape[0], step):
             t, i = text_rows[s : s + step], image_rows[s : s + step]
             sim = torch.einsum("qld,qknd->qkln", words[t].float(), image_tokens[i].float()).amax(-1)
-            out.append(_masked_mean(sim, mask[t][:, None, :]))
+            out.append(pooling(sim, mask[t][:, None, :]))
         return torch.cat(out)
 
     def i2t_pairs(image_rows: Tensor, text_rows: Tensor) -> Tensor:
@@ -270,7 +271,7 @@ def token_fine_scorer(
         for s in range(0, image_rows.shape[0], step):
             i, t = image_rows[s : s + step], text_rows[s : s + step]
             sim = torch.einsum("qkld,qnd->qkln", words[t].float(), image_tokens[i].float()).amax(-1)
-            out.append(_masked_mean(sim, mask[t]))
+            out.append(pooling(sim, mask[t]))
         return torch.cat(out)
 
     def matrix(text_rows: Tensor, image_rows: Tensor) -> Tensor:
@@ -281,7 +282,7 @@ def token_fine_scorer(
         for s in range(0, text_rows.numel(), step):
             t = text_rows[s : s + step]
             sim = torch.einsum("tld,ind->tiln", words[t].float(), v).amax(-1)
-            out.append(_masked_mean(sim, mask[t][:, None, :]))
+            out.append(pooling(sim, mask[t][:, None, :]))
         return torch.cat(out)
 
     def t2i(query_rows: Tensor, candidates: Tensor | None) -> Tensor:
@@ -301,7 +302,3 @@ def _step(per_item: int) -> int:
     """How many items fit in the fine scorer's memory budget at once."""
     return max(1, _FINE_BUDGET // max(1, per_item))
 
-
-def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    mask = mask.to(values.dtype)
-    return (values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)

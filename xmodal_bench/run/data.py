@@ -61,4 +61,5 @@ def build_datamodule(cfg: DictConfig, tokenizer: Any) -> RetrievalDataModule:
         shuffle_buffer=d.shuffle_buffer,
         seed=cfg.seed,
         on_error=d.on_error,
+        interpolation=d.interpolation,
     )
