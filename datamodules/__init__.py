@@ -4,7 +4,8 @@ Public API (see each module's docstring for the details):
 
 - `DatasetWriter` (writer): one sample per image into `{root}/{dataset}/{split}/shard-*.tar` + manifest.
 - `read_manifest`, `write_manifest`, `FORMAT_VERSION`, ... (manifest): the integrity contract.
-- `generate_synthetic`, `ensure_synthetic` (synthetic): the built-in `synth` / `synth_reid` sets.
+- `generate_synthetic`, `ensure_synthetic` (synthetic_sets): the built-in `synth`, `synth_reid`
+  and `synth_pretrain` sets (their worlds: `synthetic`, `synthetic_pretrain`).
 - `eval_transform`, `train_transform`, `resize_transform` (transforms): CLIP normalisation, IRRA aug.
 - `RetrievalDataModule` (datamodule): the Lightning DataModule; `TrainStream`, `EvalImageStream`,
   `EvalTextStream` (streams) are the iterable datasets behind it.
@@ -27,14 +28,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at runtime the names load lazil
         write_manifest,
     )
     from datamodules.streams import EpochDataLoader, EvalImageStream, EvalTextStream, ShardInfo, TrainStream
-    from datamodules.synthetic import (
-        GENERATOR_VERSION,
-        SynthParams,
-        SynthReidParams,
-        ensure_synthetic,
-        generate_synthetic,
-        synthetic_params,
-    )
+    from datamodules.synthetic import GENERATOR_VERSION, SynthParams, SynthReidParams
+    from datamodules.synthetic_sets import ensure_synthetic, generate_synthetic, synthetic_params
     from datamodules.transforms import (
         AUGMENTATIONS,
         OPENAI_DATASET_MEAN,
@@ -65,15 +60,15 @@ _EXPORTS = {
     "SynthReidParams": "datamodules.synthetic",
     "TrainStream": "datamodules.streams",
     "dataset_dir": "datamodules.manifest",
-    "ensure_synthetic": "datamodules.synthetic",
+    "ensure_synthetic": "datamodules.synthetic_sets",
     "eval_transform": "datamodules.transforms",
-    "generate_synthetic": "datamodules.synthetic",
+    "generate_synthetic": "datamodules.synthetic_sets",
     "manifest_path": "datamodules.manifest",
     "read_manifest": "datamodules.manifest",
     "recreate_command": "datamodules.manifest",
     "resize_transform": "datamodules.transforms",
     "shard_paths": "datamodules.manifest",
-    "synthetic_params": "datamodules.synthetic",
+    "synthetic_params": "datamodules.synthetic_sets",
     "train_transform": "datamodules.transforms",
     "write_manifest": "datamodules.manifest",
 }

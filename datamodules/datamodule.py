@@ -4,8 +4,10 @@
                              batch_size=128, image_size=64)
     trainer.fit(model, datamodule=dm)
 
-- `train_dataloader()`: per-caption batches {image, text, image_index, caption_index, pid};
-  exactly `len()` full batches on every rank (remainder dropped, reshuffled each epoch).
+- `train_dataloader()`: per-caption batches {image, text, image_index, caption_index, pid}:
+  `batch_size` is the global batch, each rank yields its slice of it (batch_size / world_size
+  items), exactly `len()` batches on every rank (remainder dropped, reshuffled each epoch), and the
+  sequence of global batches does not depend on the world size.
 - `val_dataloader()` / `test_dataloader()`: `[image_loader, text_loader]`; image batches
   {image, image_index, pid, valid}, caption batches {text, caption_index, image_index, pid, valid};
   every item once over all ranks, every rank the same number of batches (masked padding).
@@ -56,7 +58,7 @@ class RetrievalDataModule(L.LightningDataModule):
         root: folder holding `{dataset}/manifest.json` and the shards.
         dataset: short dataset name (`coco`, `f30k`, `cuhk`, `icfg`, `rstp`, `synth`, `synth_reid`).
         tokenizer: picklable callable list[str] -> LongTensor [n, L] (runs in the workers).
-        batch_size: train batch size per rank (full batches only).
+        batch_size: the global train batch (full batches only), split evenly over the ranks.
         eval_batch_size: eval batch size per rank (default: `batch_size`).
         workers: DataLoader worker processes per loader (0 = load in the main process).
         image_size: int or (height, width) the images are resized to.
@@ -145,7 +147,7 @@ class RetrievalDataModule(L.LightningDataModule):
         """Generate `synth` / `synth_reid` if missing (or not matching `synth_params`); no-op otherwise."""
         if self.dataset not in SYNTHETIC_NAMES:
             return
-        from datamodules.synthetic import ensure_synthetic, generate_synthetic
+        from datamodules.synthetic_sets import ensure_synthetic, generate_synthetic
 
         if self.synth_params is not None:
             ensure_synthetic(self.root, self.dataset, **self.synth_params)

@@ -51,7 +51,7 @@ from xmodal_bench.errors import UserError
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 VERIFIED_NAME = ".verified.json"
-SYNTHETIC_NAMES = ("synth", "synth_reid")
+SYNTHETIC_NAMES = ("synth", "synth_reid", "synth_pretrain")
 PROTOCOLS = ("caption", "person")
 
 __all__ = [

@@ -3,7 +3,9 @@
 An *item* is an image (eval image stream) or a caption (train stream, eval caption stream).
 Items are numbered in the virtual concatenation of the shards in a given order; a slot receives a
 contiguous range of that numbering, which `segments_for_range` turns into per-shard
-`Segment(shard, lo, hi)` pieces (positions inside the shard). So:
+`Segment(shard, lo, hi)` pieces (positions inside the shard). Evaluation slots are (rank, worker)
+pairs: every item is read once over all ranks. Training slots are workers only: every rank reads
+the same global batches and keeps its slice of each (`train_plan`). So:
 
 - with many shards, a slot reads a contiguous run of whole shards (the sorted shard list is split
   across ranks, then within a rank across workers) and at most two shards are shared with a
@@ -13,7 +15,7 @@ contiguous range of that numbering, which `segments_for_range` turns into per-sh
   no slot is ever empty-handed while there are at least as many items as slots;
 - ranges are balanced to within one item, so padding is at most one batch per slot.
 
-Slots are numbered rank-major: `slot = rank * workers + worker`.
+Evaluation slots are numbered rank-major: `slot = rank * workers + worker`.
 """
 
 from __future__ import annotations
@@ -124,46 +126,42 @@ def eval_plan(sizes: Sequence[int], world_size: int, workers: int, batch_size: i
 
 @dataclass(frozen=True)
 class TrainPlan:
-    """Per slot: the segments to read; slot `s` yields exactly `batches[s]` full batches."""
+    """Per DataLoader worker: the segments to read; worker `w` yields exactly `batches[w]` full
+    *global* batches (every rank reads the same plan and keeps its slice of each batch)."""
 
     segments: list[list[Segment]]
     batches: list[int]
-    batches_per_rank: int
+    total_batches: int
     workers: int
     order: list[int]  # the epoch's shard order
 
-    def slot(self, rank: int, worker: int) -> int:
-        return rank * self.workers + worker
 
+def train_plan(sizes: Sequence[int], workers: int, batch_size: int, seed: int, epoch: int) -> TrainPlan:
+    """The epoch's shard order and each worker's share of full global batches (remainder dropped).
 
-def train_plan(
-    sizes: Sequence[int], world_size: int, workers: int, batch_size: int, seed: int, epoch: int
-) -> TrainPlan:
-    """The epoch's shard order and each slot's share of full batches (remainder dropped).
-
-    Every rank gets `sum(sizes) // (world_size * batch_size)` full batches (the remainder, fewer
-    than `world_size * batch_size` captions, is dropped; which ones changes every epoch because the
-    shard order is reshuffled and the starting point rotated at random). Within a rank those batches
-    are spread over the workers as evenly as possible.
+    The plan does not depend on the number of ranks: there are `sum(sizes) // batch_size` global
+    batches (the remainder, fewer than `batch_size` captions, is dropped; which ones changes every
+    epoch because the shard order is reshuffled and the starting point rotated at random), spread
+    over the workers as evenly as possible, and every rank takes its slice of every global batch.
+    So the sequence of global batches is the same at any world size (for a given worker count).
     """
-    if world_size < 1 or batch_size < 1:
-        raise ValueError("world_size and batch_size must be >= 1")
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
     workers = max(1, workers)
     total = sum(sizes)
-    per_rank = total // (world_size * batch_size)
+    batches_total = total // batch_size
     rng = random.Random(f"train-plan/{seed}/{epoch}")
     order = list(range(len(sizes)))
     rng.shuffle(order)
     start = rng.randrange(total) if total else 0
     segments, batches = [], []
     offset = start
-    for _rank in range(world_size):
-        for w in range(workers):
-            nb = per_rank // workers + (1 if w < per_rank % workers else 0)
-            n_items = nb * batch_size
-            segments.append(segments_for_range(offset, offset + n_items, sizes, order))
-            batches.append(nb)
-            offset += n_items
+    for w in range(workers):
+        nb = batches_total // workers + (1 if w < batches_total % workers else 0)
+        n_items = nb * batch_size
+        segments.append(segments_for_range(offset, offset + n_items, sizes, order))
+        batches.append(nb)
+        offset += n_items
     return TrainPlan(
-        segments=segments, batches=batches, batches_per_rank=per_rank, workers=workers, order=order
+        segments=segments, batches=batches, total_batches=batches_total, workers=workers, order=order
     )

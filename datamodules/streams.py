@@ -6,12 +6,20 @@ they run under as explicit arguments (webdataset's own splitters are switched of
 planned in `datamodules.sharding`). Shards are read with `webdataset.WebDataset` one at a time,
 with `nodesplitter=None, workersplitter=None, shardshuffle=False, empty_check=False`.
 
-Train (`TrainStream`, per caption): each image is decoded and resized once, then each of its
-captions becomes a sample with its own random augmentation. Per epoch the shard order is
-reshuffled (seeded by `seed` and the epoch), samples pass a shuffle buffer, and a batch never
-holds two captions of the same image while the buffer offers an alternative (an image's own
-captions are false negatives for in-batch contrastive losses). Every rank yields exactly
-`len(stream)` full batches; the remainder is dropped (see `sharding.train_plan`).
+Train (`TrainStream`, per caption): `batch_size` is the *global* batch, as the papers state it;
+each of N ranks yields its share of every global batch (batch_size / N items; the N shares are
+the global batch). Every rank reads the same shards in the same order through the same seeded shuffle buffer,
+so the sequence of global batches is the same at any world size, and decodes (and augments) only
+the images of its own slice (`rank_slice`: an image's captions go to one rank where there is
+room, so it is decoded there only): reading is repeated on every rank, decoding is not
+(decoding, not reading, is what costs: see the README's performance section). Each image is decoded and resized
+at most once per rank, then each of its captions becomes a sample with its own random
+augmentation. Per epoch the shard order is reshuffled (seeded by `seed` and the epoch), samples
+pass a shuffle buffer, and a global batch never holds two captions of the same image while the
+buffer offers an alternative (an image's own captions are false negatives for in-batch
+contrastive losses). Every rank yields exactly `len(stream)` batches; the remainder is dropped
+(see `sharding.train_plan`). DataLoader workers split the global batches between them; the
+sequence depends on the worker count, not on the rank count.
 
 Eval (`EvalImageStream`, `EvalTextStream`): every image / caption exactly once over all ranks and
 workers, in manifest order within a slot, each item with its global index. Every slot yields the
@@ -320,13 +328,17 @@ class TrainStream(_Stream):
         self.shuffle_buffer = max(1, shuffle_buffer)
         self.seed = seed
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent workers
-        sizes = [s.captions for s in self.shards]
-        total = sum(sizes)
-        self._len = total // (self.world_size * self.batch_size)
+        if self.batch_size % self.world_size:
+            raise UserError(
+                f"data.batch_size={self.batch_size} (the global batch) cannot be split evenly over "
+                f"{self.world_size} devices; choose a multiple of {self.world_size}"
+            )
+        self.local_batch_size = self.batch_size // self.world_size
+        total = sum(s.captions for s in self.shards)
+        self._len = total // self.batch_size
         if self._len == 0:
             raise UserError(
-                f"{total} captions cannot fill one batch of {self.batch_size} on each of {self.world_size} "
-                "rank(s); lower the batch size"
+                f"{total} captions cannot fill one batch of {self.batch_size}; lower the batch size"
             )
 
     def set_epoch(self, epoch: int) -> None:
@@ -353,40 +365,33 @@ class TrainStream(_Stream):
         return self._len
 
     def plan(self, epoch: int) -> Any:
-        return train_plan(
-            [s.captions for s in self.shards],
-            self.world_size,
-            self.workers,
-            self.batch_size,
-            self.seed,
-            epoch,
-        )
+        return train_plan([s.captions for s in self.shards], self.workers, self.batch_size, self.seed, epoch)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         worker = _worker(self.workers)
         epoch = self.epoch
         plan = self.plan(epoch)
-        slot = plan.slot(self.rank, worker)
-        n_batches = plan.batches[slot]
+        n_batches = plan.batches[worker]
         if n_batches == 0:
             return
-        rng = random.Random(f"train-buffer/{self.seed}/{epoch}/{self.rank}/{worker}")
+        rng = random.Random(f"train-buffer/{self.seed}/{epoch}/{worker}")  # the same on every rank
         self._skipped[worker] = 0
-        items = self._items(plan.segments[slot], worker)
+        items = self._items(plan.segments[worker], worker)
         produced, last = 0, None
         for batch in _distinct_image_batches(items, self.shuffle_buffer, self.batch_size, rng):
-            yield self._collate(batch)
-            produced, last = produced + 1, batch
-        if produced < n_batches and int(self._skipped[worker]) > 0:
-            # Skipped samples left this slot short: repeat its last batch (freshly augmented) so every
-            # rank still takes the planned number of steps (DDP ranks must stay in step).
+            last = rank_slice(batch, self.rank, self.world_size)
+            yield self._collate(last, worker)
+            produced += 1
+        if produced < n_batches and self.on_error == "skip":
+            # Unreadable shards left this worker short (on every rank alike): repeat its last batch
+            # (freshly augmented) so every rank still takes the planned number of steps.
             if last is None:
                 raise UserError(
-                    f"data.on_error=skip: every training sample of rank {self.rank} worker {worker} was "
-                    "unreadable; re-create the dataset"
+                    f"data.on_error=skip: every training sample of worker {worker} was unreadable; "
+                    "re-create the dataset"
                 )
             for _ in range(n_batches - produced):
-                yield self._collate(last)
+                yield self._collate(last, worker)
             produced = n_batches
         if produced != n_batches:
             raise RuntimeError(
@@ -395,41 +400,101 @@ class TrainStream(_Stream):
 
     def _items(
         self, segments: Sequence[Segment], worker: int = 0
-    ) -> Iterator[tuple[Any, str, int, int, int]]:
+    ) -> Iterator[tuple[_LazyImage, str, int, int, int]]:
         skip = None
         if self.on_error == "skip":
 
             def skip(error: CorruptDataError, captions: int) -> None:
-                self._skip(worker, error, captions)
+                if self.rank == 0:  # every rank reads the same metadata: count it once
+                    self._skip(worker, error, captions)
 
         for sample, kept in _caption_items(self.shards, segments, json_only=False, fix=TRAIN_FIX, skip=skip):
             try:
-                image = self.prepare(sample.decode(TRAIN_FIX))  # decoded + resized once
                 pid = _pid(sample, self.person)
             except CorruptDataError as exc:
                 if skip is None:
                     raise
                 skip(exc, len(kept))
                 continue
+            image = _LazyImage(sample, self.prepare)  # decoded only by the rank whose slice uses it
             for caption_index, caption in kept:
                 yield image, caption, sample.image_index, caption_index, pid
 
-    def _collate(self, batch: list[tuple[Any, str, int, int, int]]) -> dict[str, torch.Tensor]:
+    def _decoded(self, batch: list[tuple], worker: int) -> list[tuple[torch.Tensor, tuple]]:
+        """(image tensor, item) of each item; under `on_error=skip` an undecodable image is
+        counted and its place taken by another item of the slice."""
+        out, bad = [], []
+        for item in batch:
+            try:
+                out.append((item[0].get(), item))
+            except CorruptDataError as exc:
+                if self.on_error != "skip":
+                    raise
+                self._skip(worker, exc, 1)
+                bad.append(item)
+        if not out:
+            raise UserError(
+                f"data.on_error=skip: every image of a training batch on rank {self.rank} was "
+                "unreadable; re-create the dataset"
+            )
+        return out + [out[i % len(out)] for i in range(len(bad))]
+
+    def _collate(self, batch: list[tuple], worker: int = 0) -> dict[str, torch.Tensor]:
         # = train_transform per item, with the normalisation done once for the whole batch
+        decoded = self._decoded(batch, worker)
         aug = self.augment
         images = torch.stack(
-            [(aug(item[0]) if aug is not None else item[0]).as_subclass(torch.Tensor) for item in batch]
+            [(aug(x) if aug is not None else x).as_subclass(torch.Tensor) for x, _ in decoded]
         )
         images = self.normalize(images)
         if self.erase is not None:
             images = torch.stack([self.erase(x) for x in images])
+        items = [item for _, item in decoded]
         return {
             "image": images,
-            "text": self._tokenize([item[1] for item in batch]),
-            "image_index": torch.tensor([item[2] for item in batch], dtype=torch.int64),
-            "caption_index": torch.tensor([item[3] for item in batch], dtype=torch.int64),
-            "pid": torch.tensor([item[4] for item in batch], dtype=torch.int64),
+            "text": self._tokenize([item[1] for item in items]),
+            "image_index": torch.tensor([item[2] for item in items], dtype=torch.int64),
+            "caption_index": torch.tensor([item[3] for item in items], dtype=torch.int64),
+            "pid": torch.tensor([item[4] for item in items], dtype=torch.int64),
         }
+
+
+def rank_slice(batch: list[tuple], rank: int, world_size: int) -> list[tuple]:
+    """Rank `rank`'s share of a global batch: len(batch) / world_size items.
+
+    Every caption of an image goes, where there is room, to the same rank (its preferred rank,
+    `image_index % world_size`), so an image is decoded by one rank rather than by every rank that
+    meets one of its captions; items that find their preferred rank full go to the next rank with
+    room. The assignment is a pure function of the batch, computed alike on every rank; with one
+    rank the slice is the whole batch, in order.
+    """
+    if world_size == 1:
+        return batch
+    capacity = len(batch) // world_size
+    slots: list[list[tuple]] = [[] for _ in range(world_size)]
+    overflow = []
+    for item in batch:
+        preferred = slots[item[2] % world_size]
+        (preferred if len(preferred) < capacity else overflow).append(item)
+    free = (r for r in range(world_size) for _ in range(capacity - len(slots[r])))
+    for item, r in zip(overflow, free, strict=True):
+        slots[r].append(item)
+    return slots[rank]
+
+
+class _LazyImage:
+    """A training sample's image, decoded and resized on first use and kept for its other captions."""
+
+    __slots__ = ("_image", "_prepare", "_sample")
+
+    def __init__(self, sample: _Sample, prepare: Callable[[Image.Image], Any]) -> None:
+        self._sample, self._prepare, self._image = sample, prepare, None
+
+    def get(self) -> Any:
+        if self._image is None:
+            self._image = self._prepare(self._sample.decode(TRAIN_FIX))
+            self._sample = None  # the encoded bytes are no longer needed
+        return self._image
 
 
 def _distinct_image_batches(

@@ -1,4 +1,6 @@
-"""Built-in procedural datasets `synth` (caption protocol) and `synth_reid` (person protocol).
+"""The procedural worlds of the built-in datasets `synth` (caption protocol) and `synth_reid`
+(person protocol): their parameters, drawing and caption grammars. `datamodules.synthetic_sets`
+names, generates and caches them (and the pretraining corpus, `datamodules.synthetic_pretrain`).
 
 Both are seeded, fast to generate (seconds), written through `DatasetWriter`, and designed to be
 learnable but not trivially solvable: every caption mentions only SOME attributes of its image,
@@ -30,32 +32,20 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
-import os
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from datamodules.manifest import dataset_dir, read_manifest, recreate_command
-from datamodules.writer import DatasetWriter, dataset_lock
+from datamodules.writer import DatasetWriter
 from xmodal_bench.errors import UserError
 
-__all__ = [
-    "GENERATOR_VERSION",
-    "SYNTHETIC_DATASETS",
-    "SynthParams",
-    "SynthReidParams",
-    "ensure_synthetic",
-    "generate_synthetic",
-    "synthetic_params",
-]
+__all__ = ["GENERATOR_VERSION", "SynthParams", "SynthReidParams", "attribute_vocabulary"]
 
 GENERATOR_VERSION = 1
 
@@ -107,28 +97,7 @@ class SynthReidParams:
     shard_images: int = 400
 
 
-SYNTHETIC_DATASETS: dict[str, type] = {"synth": SynthParams, "synth_reid": SynthReidParams}
-
-
-def synthetic_params(name: str, **overrides: Any) -> SynthParams | SynthReidParams:
-    """Resolve the parameters of synthetic dataset `name` (defaults + `overrides`)."""
-    if name not in SYNTHETIC_DATASETS:
-        raise UserError(f"unknown synthetic dataset '{name}'; choose one of: {', '.join(SYNTHETIC_DATASETS)}")
-    cls = SYNTHETIC_DATASETS[name]
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise UserError(
-            f"unknown {name} parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
-    if "image_size" in overrides and cls is SynthReidParams:
-        overrides["image_size"] = tuple(int(v) for v in overrides["image_size"])
-    params = replace(cls(), **overrides)
-    _validate(params)
-    return params
-
-
-def _validate(p: SynthParams | SynthReidParams) -> None:
+def validate_params(p: SynthParams | SynthReidParams) -> None:
     if p.image_format not in ("png", "jpg"):
         raise UserError(f"image_format must be png or jpg, got {p.image_format!r}")
     if p.captions_per_image < 1 or p.shard_images < 1:
@@ -227,26 +196,37 @@ def _synth_scene(p: SynthParams, rng: random.Random) -> _Scene:
 
 
 def _draw_synth(p: SynthParams, scene: _Scene, rng: random.Random, nrng: np.random.Generator) -> bytes:
-    s = p.image_size
-    if scene.background == 0:  # light
-        level, amp = rng.randint(185, 215), p.noise
-    elif scene.background == 1:  # dark
-        level, amp = rng.randint(45, 75), p.noise
+    image = _background(p.image_size, scene.background, p.noise, rng, nrng)
+    _draw_shapes(image, scene, rng)
+    return _encode(image, p.image_format)
+
+
+def _background(
+    s: int, kind: int, noise: float, rng: random.Random, nrng: np.random.Generator
+) -> Image.Image:
+    """An s x s background: 0 light, 1 dark, 2 noisy (the `BACKGROUNDS` of synth)."""
+    if kind == 0:  # light
+        level, amp = rng.randint(185, 215), noise
+    elif kind == 1:  # dark
+        level, amp = rng.randint(45, 75), noise
     else:  # noisy
-        level, amp = rng.randint(100, 150), p.noise * 6
+        level, amp = rng.randint(100, 150), noise * 6
     base = np.array([level + rng.randint(-10, 10) for _ in range(3)], dtype=np.int16)
     a = max(0, round(amp * 1.7))  # uniform noise of about this std
     pixels = base + nrng.integers(-a, a + 1, size=(s, s, 3), dtype=np.int16)
-    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def _draw_shapes(image: Image.Image, scene: _Scene, rng: random.Random) -> None:
+    """Draw the scene's shapes on a 3 x 3 grid of `image` (with jitter of colour, size and place)."""
     draw = ImageDraw.Draw(image)
-    cell = s / 3.0
+    cell = image.size[0] / 3.0
     for colour, kind, size, pos in scene.shapes[: scene.count].tolist():
         rgb = tuple(min(255, max(0, c + rng.randint(-18, 18))) for c in COLOURS[colour][1])
         radius = cell * (0.22 if size == 0 else 0.42) * rng.uniform(0.9, 1.1)
         cx = (pos % 3 + 0.5) * cell + rng.uniform(-0.08, 0.08) * cell
         cy = (pos // 3 + 0.5) * cell + rng.uniform(-0.08, 0.08) * cell
         _draw_shape(draw, KINDS[kind][0], cx, cy, radius, rgb)
-    return _encode(image, p.image_format)
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, rgb: tuple) -> None:
@@ -589,7 +569,7 @@ def _distinct_captions(make: Callable[[], tuple[Any, str]], n: int) -> tuple[lis
     return mentions, captions
 
 
-def _generate_synth(writer: DatasetWriter, p: SynthParams, seed: int, bar: tqdm) -> dict[str, float]:
+def generate_synth(writer: DatasetWriter, p: SynthParams, seed: int, bar: tqdm) -> dict[str, float]:
     oracle = {}
     for split, n in (("train", p.train_images), ("val", p.val_images), ("test", p.test_images)):
         rng = random.Random(_split_seed(seed, "synth", split))
@@ -617,7 +597,7 @@ def _generate_synth(writer: DatasetWriter, p: SynthParams, seed: int, bar: tqdm)
     return oracle
 
 
-def _generate_reid(writer: DatasetWriter, p: SynthReidParams, seed: int, bar: tqdm) -> dict[str, float]:
+def generate_reid(writer: DatasetWriter, p: SynthReidParams, seed: int, bar: tqdm) -> dict[str, float]:
     total = p.train_ids + p.val_ids + p.test_ids
     n_combos = int(np.prod(_REID_CARD))
     if total > n_combos:
@@ -673,71 +653,6 @@ def _generate_reid(writer: DatasetWriter, p: SynthReidParams, seed: int, bar: tq
                     scores.append((ok & (pids == pid)).sum() / ok.sum())
             oracle[split] = round(100.0 * float(np.mean(scores)), 2)
     return oracle
-
-
-def _generator_record(name: str, seed: int, params: SynthParams | SynthReidParams) -> dict[str, Any]:
-    # JSON round trip so tuples compare equal to the lists read back from the manifest
-    return json.loads(
-        json.dumps({"name": name, "version": GENERATOR_VERSION, "seed": seed, "params": asdict(params)})
-    )
-
-
-def generate_synthetic(
-    name: str, out_root: str | os.PathLike, seed: int = 0, progress: bool = True, **sizes: Any
-) -> Path:
-    """Generate synthetic dataset `name` ("synth" or "synth_reid") under `out_root`; returns its folder.
-
-    `sizes`: any field of `SynthParams` / `SynthReidParams` (split sizes, captions per image, image
-    size, vocabulary sizes, mention probabilities, image format, shard size).
-    """
-    params = synthetic_params(name, **sizes)
-    command = recreate_command(name, out_root) + (f" --seed {seed}" if seed else "")
-    if isinstance(params, SynthParams):
-        total = params.train_images + params.val_images + params.test_images
-        protocol, gen = "caption", _generate_synth
-    else:
-        total = (params.train_ids + params.val_ids + params.test_ids) * params.images_per_id
-        protocol, gen = "person", _generate_reid
-    with (
-        DatasetWriter(
-            out_root,
-            name,
-            protocol=protocol,
-            command=command,
-            generator=_generator_record(name, seed, params),
-            max_images_per_shard=params.shard_images,
-        ) as writer,
-        tqdm(total=total, desc=f"generating {name}", unit="img", disable=not progress, leave=False) as bar,
-    ):
-        oracle = gen(writer, params, seed, bar)
-        key = "oracle_t2i_r1" if protocol == "caption" else "oracle_r1"
-        writer.source_info = {"generator": f"datamodules.synthetic ({name})", key: oracle}
-    return dataset_dir(out_root, name)
-
-
-def synthetic_is_current(out_root: str | os.PathLike, name: str, seed: int = 0, **sizes: Any) -> bool:
-    """True when `{out_root}/{name}` is complete and was generated with exactly these parameters."""
-    expected = _generator_record(name, seed, synthetic_params(name, **sizes))
-    try:
-        manifest = read_manifest(out_root, name, verify=False)
-    except UserError:
-        return False
-    return manifest.get("generator") == expected
-
-
-def ensure_synthetic(
-    out_root: str | os.PathLike, name: str, seed: int = 0, progress: bool = True, **sizes: Any
-) -> Path:
-    """Return `{out_root}/{name}`, (re)generating it only if missing or stale.
-
-    Stale = no readable manifest, another manifest format, a missing or truncated shard, or a
-    generator version / seed / parameter set that differs from the requested one. Checking and
-    generating happen under the dataset lock, so concurrent callers generate it once.
-    """
-    with dataset_lock(out_root, name):
-        if not synthetic_is_current(out_root, name, seed, **sizes):
-            generate_synthetic(name, out_root, seed=seed, progress=progress, **sizes)
-    return dataset_dir(out_root, name)
 
 
 def attribute_vocabulary(name: str) -> dict[str, Sequence[str]]:

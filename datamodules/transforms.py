@@ -60,9 +60,14 @@ def to_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
 def resize_transform(image_size: int | Sequence[int], interpolation: str = "bicubic") -> v2.Compose:
     """PIL image (any mode converted by the caller to RGB) -> uint8 tensor [3, H, W] of exactly `image_size`."""
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
+        raise ValueError(
+            f"unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}"
+        )
     return v2.Compose(
-        [v2.ToImage(), v2.Resize(to_hw(image_size), interpolation=INTERPOLATIONS[interpolation], antialias=True)]
+        [
+            v2.ToImage(),
+            v2.Resize(to_hw(image_size), interpolation=INTERPOLATIONS[interpolation], antialias=True),
+        ]
     )
 
 

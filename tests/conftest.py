@@ -26,7 +26,7 @@ TINY_SYNTH_REID = {"train_ids": 12, "val_ids": 4, "test_ids": 6, "images_per_id"
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory):
     """Data root with tiny `synth` and `synth_reid` datasets (see module docstring)."""
-    from datamodules.synthetic import generate_synthetic
+    from datamodules.synthetic_sets import generate_synthetic
 
     root = tmp_path_factory.mktemp("data")
     generate_synthetic("synth", root, progress=False, **TINY_SYNTH)

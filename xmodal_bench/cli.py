@@ -15,7 +15,18 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from xmodal_bench.commands import bench, data, evaluate, index, leaderboard, listing, score, sweep
+from xmodal_bench.commands import (
+    bench,
+    data,
+    evaluate,
+    index,
+    leaderboard,
+    listing,
+    pretrain,
+    score,
+    sweep,
+    zeroshot,
+)
 from xmodal_bench.errors import UserError
 
 PROG = "xmodal-bench"
@@ -31,6 +42,8 @@ class _Parser(argparse.ArgumentParser):
 COMMANDS = (
     ("list", listing, "list methods and datasets"),
     ("bench", bench, "train and evaluate one method on one dataset"),
+    ("zeroshot", zeroshot, "evaluate a pretrained model without training, on any dataset and protocol"),
+    ("pretrain", pretrain, "train the tiny scale's pretrained start (synthclip) on synth_pretrain"),
     ("eval", evaluate, "evaluate a trained checkpoint (optionally on another dataset, under DDP)"),
     ("score", score, "evaluate saved embeddings (.npy) and print the metrics as JSON"),
     ("index", index, "build a search index from a checkpoint, or query one"),

@@ -83,8 +83,8 @@ class DataConfig:
     image_size: list[int] = field(default_factory=lambda: [64, 64])  # (H, W)
     augment: str = "none"  # none | irra
     interpolation: str = "bicubic"  # resize filter: bicubic (CLIP's) | bilinear (IRRA's released)
-    batch_size: int = 128
-    eval_batch_size: int = 256
+    batch_size: int = 128  # the global training batch, split evenly over the devices
+    eval_batch_size: int = 256  # per device
     workers: int = 2
     shuffle_buffer: int = 2000
     train_split: str = "train"
@@ -168,6 +168,9 @@ class TrainerConfig:
     limit_train_batches: Any = None
     deterministic: bool = False
     checkpoint_every_n_steps: int = 500  # also rewrite checkpoints/last.ckpt every N steps; 0: epoch ends
+    # under DDP, in-batch losses see every device's slice of the global batch (features gathered
+    # with gradients); false: each device's losses see its own slice only (a different objective)
+    gather_features: bool = True
 
     def __post_init__(self) -> None:
         require(self.max_epochs >= 1, "trainer.max_epochs must be at least 1")

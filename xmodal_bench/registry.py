@@ -45,7 +45,7 @@ class Entry:
 _METHODS: dict[str, Entry] = {}
 _PLUGINS: dict[str, Entry] = {}
 # Modules that register methods / plugins when imported (imported lazily to keep startup fast).
-_METHOD_MODULES = ("clip", "irra", "tgdt", "aladin", "bcls")
+_METHOD_MODULES = ("zeroshot", "clip", "irra", "tgdt", "aladin", "bcls")
 
 
 def _summary(cls: Any) -> str:

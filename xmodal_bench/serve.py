@@ -298,7 +298,9 @@ def _encode_query(method: Any, cfg: DictConfig, text: str | None, image: str | N
             picture = opened.convert("RGB")
     except (UnidentifiedImageError, OSError) as exc:
         raise UserError(f"cannot read image {path}: {exc}") from exc
-    pixels = eval_transform(tuple(cfg.data.image_size), cfg.data.interpolation)(picture).as_subclass(torch.Tensor)
+    pixels = eval_transform(tuple(cfg.data.image_size), cfg.data.interpolation)(picture).as_subclass(
+        torch.Tensor
+    )
     return method.image_features(pixels[None].to(method.device))["global"].float()
 
 

@@ -78,18 +78,54 @@ def test_train_one_sample_per_caption_per_epoch(synth_root, tokenizer):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("world", [2, 4])
 def test_train_equal_full_batches_on_every_rank(synth_root, tokenizer, world, workers):
-    per_rank = 320 // (world * BATCH)
+    steps = 320 // BATCH  # BATCH is the global batch: the same number of steps at any world size
     seen = []
     for rank in range(world):
         loader = _dm(synth_root, tokenizer, rank=rank, world=world, workers=workers).train_dataloader()
-        assert len(loader) == per_rank
+        assert len(loader) == steps
         batches = _epoch(loader)
-        assert len(batches) == per_rank
-        assert all(b["image"].shape[0] == BATCH for b in batches)
+        assert len(batches) == steps
+        assert all(b["image"].shape[0] == BATCH // world for b in batches)
         seen += torch.cat([b["caption_index"] for b in batches]).tolist()
-    assert len(seen) == len(set(seen)) == world * per_rank * BATCH  # no caption twice in an epoch
+    assert len(seen) == len(set(seen)) == steps * BATCH  # no caption twice in an epoch
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_global_batches_are_the_same_at_any_world_size(synth_root, tokenizer, workers):
+    """The ranks' batches t together are the 1-rank batch t: the same experiment on N devices."""
+    single = _epoch(_dm(synth_root, tokenizer, workers=workers).train_dataloader())
+    for world in (2, 4):
+        ranks = [
+            _epoch(_dm(synth_root, tokenizer, rank=r, world=world, workers=workers).train_dataloader())
+            for r in range(world)
+        ]
+        for step, whole in enumerate(single):
+            joined = {k: torch.cat([batches[step][k] for batches in ranks]) for k in whole}
+            order = joined["caption_index"].argsort()
+            expected = whole["caption_index"].argsort()
+            for key in ("image", "text", "image_index", "caption_index", "pid"):
+                torch.testing.assert_close(joined[key][order], whole[key][expected])
+
+
+def test_a_global_batch_that_does_not_split_is_one_line(synth_root, tokenizer):
+    with pytest.raises(
+        UserError, match=r"data.batch_size=16 \(the global batch\) cannot be split evenly over 3"
+    ):
+        _dm(synth_root, tokenizer, rank=0, world=3).train_dataloader()
+
+
+def test_each_rank_decodes_only_its_slice(synth_root, tokenizer, monkeypatch):
+    decoded: list[int] = []
+    real = streams.decode_image
+    monkeypatch.setattr(streams, "decode_image", lambda data: (decoded.append(1), real(data))[1])
+    _epoch(_dm(synth_root, tokenizer).train_dataloader())
+    single = len(decoded)
+    decoded.clear()
+    _epoch(_dm(synth_root, tokenizer, rank=1, world=4).train_dataloader())
+    # a quarter of the captions, and an image's captions kept together: well under half the images
+    assert 0 < len(decoded) < single / 2
 
 
 def test_train_reshuffles_with_persistent_workers(synth_root, tokenizer):

@@ -12,9 +12,10 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-import datamodules.synthetic as synthetic
+import datamodules.synthetic_sets as synthetic
 from datamodules.manifest import read_manifest
-from datamodules.synthetic import COLOURS, KINDS, POSITIONS, SIZES, ensure_synthetic, generate_synthetic
+from datamodules.synthetic import BACKGROUNDS, COLOURS, KINDS, POSITIONS, SIZES
+from datamodules.synthetic_sets import ensure_synthetic, generate_synthetic
 from xmodal_bench.errors import UserError
 
 TINY = {"train_images": 6, "val_images": 4, "test_images": 5, "shard_images": 4}
@@ -147,7 +148,7 @@ def test_synth_captions_describe_the_image_partially(synth_root):
             assert set(sizes) <= {x["size"] for x in shapes}, (caption, shapes)
             assert colours or kinds
             if "background" in caption:
-                assert any(w in caption for w in dict(synthetic.BACKGROUNDS)[bg])
+                assert any(w in caption for w in dict(BACKGROUNDS)[bg])
             complete += all(len(found) == len(shapes) for found in (colours, kinds, positions, sizes))
             vocabulary.update(re.findall(r"[a-z]+", caption))
     assert complete < 0.5 * n_captions  # most captions leave something out

@@ -13,9 +13,9 @@ from datamodules import RetrievalDataModule
 from xmodal_bench.config import compose
 from xmodal_bench.errors import UserError
 from xmodal_bench.methods.aladin import ALADIN
-from xmodal_bench.retrieval.token_scores import word_mask
 from xmodal_bench.registry import create_method, method_sections
 from xmodal_bench.retrieval.evaluation import EvalInputs, evaluate_modes, global_mode
+from xmodal_bench.retrieval.token_scores import word_mask
 
 
 def _config(*overrides: str):

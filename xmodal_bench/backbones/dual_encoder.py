@@ -16,6 +16,7 @@ from pathlib import Path
 import open_clip
 from torch import Tensor, nn
 
+from xmodal_bench.backbones.pretrained import resolve_pretrained
 from xmodal_bench.backbones.weights import load_weights
 from xmodal_bench.errors import UserError
 
@@ -47,6 +48,7 @@ class DualEncoder(nn.Module):
                 f"unknown open_clip model {model!r}; known: xmb-tiny, ViT-B-16, ViT-B-32, ... "
                 "(see open_clip.list_models())"
             )
+        pretrained = resolve_pretrained(pretrained, model)
         is_file = pretrained is not None and Path(pretrained).exists()
         if (
             pretrained is not None

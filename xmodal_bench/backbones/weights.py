@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from open_clip.factory import load_checkpoint
+from safetensors.torch import load_file
 from torch import nn
 
 from xmodal_bench.errors import UserError
@@ -37,21 +38,26 @@ def extract_open_clip_state(checkpoint: dict) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
-    """Load `path` (open_clip .pt/.bin/.safetensors, or a Lightning .ckpt) into an open_clip model."""
+    """Load `path` (open_clip .pt/.bin/.safetensors, or a Lightning .ckpt) into an open_clip model.
+
+    Weights stored in half precision (the shipped `synthclip`) are read as float32 first, so
+    open_clip's position-embedding resizing (to another image size) works on the CPU.
+    """
     if path.suffix == ".safetensors":
         try:
-            load_checkpoint(model, str(path))
-        except Exception as exc:  # a corrupt file or weights of another model
-            raise UserError(f"weights in {path} do not load: {' '.join(str(exc).split())[:300]}") from None
-        return
-    try:
-        checkpoint = safe_load(path, what="weights file")
-    except UnreadableFile as exc:
-        raise UserError(f"cannot read weights file {path}: {exc.reason}") from None
+            checkpoint = load_file(str(path))
+        except Exception as exc:  # a truncated or foreign file
+            raise UserError(f"cannot read weights file {path}: {' '.join(str(exc).split())[:200]}") from None
+    else:
+        try:
+            checkpoint = safe_load(path, what="weights file")
+        except UnreadableFile as exc:
+            raise UserError(f"cannot read weights file {path}: {exc.reason}") from None
     try:
         state = extract_open_clip_state(checkpoint)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     # Hand the clean state dict to open_clip's loader so its conversions and resizing apply.
     with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
         torch.save(state, tmp.name)

@@ -13,9 +13,11 @@ from typing import Any
 from xmodal_bench.argtypes import devices, integer, positive_int
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of every command that composes a run config (bench, zeroshot, ...)."""
-    parser.add_argument("--method", default="clip", help="method spec, e.g. clip, irra, clip+bcls")
+def add_run_arguments(parser: argparse.ArgumentParser, method: str | None = "clip") -> None:
+    """Arguments of every command that composes a run config (bench, zeroshot, ...); `method`
+    None: the command fixes the method itself (no --method option)."""
+    if method is not None:
+        parser.add_argument("--method", default=method, help="method spec, e.g. clip, irra, clip+bcls")
     parser.add_argument("--data", default="synth", help="dataset name (see `xmodal-bench list`)")
     parser.add_argument(
         "--data-root", default=None, help="folder holding converted datasets (default: data/)"

@@ -17,7 +17,7 @@ from pathlib import Path
 from datamodules.converters import CONVERTERS
 from xmodal_bench.argtypes import integer, positive_int
 
-SYNTHETIC = ("synth", "synth_reid")
+SYNTHETIC = ("synth", "synth_reid", "synth_pretrain")
 
 __all__ = ["add_arguments", "add_convert_arguments", "add_synth_arguments", "run_convert", "run_synth"]
 

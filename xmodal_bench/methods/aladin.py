@@ -68,9 +68,12 @@ class ALADINConfig:
     heads: int = 4
     ff_dim: int | None = None  # feed-forward width of the matching transformer; None = embed dim (released)
     dropout: float = 0.1
+    residual_slot: bool = False  # matching head = slot + a zero-initialised correction (not released)
     margin: float = 0.2  # alignment hinge margin
     student_scale: float = 6.0  # matching cosines x this before the softmax (released: 6)
-    word_reduction: str = "sum"  # s_align pools words by sum (released MrSw) or mean; also the teacher's scale
+    word_reduction: str = (
+        "sum"  # s_align pools words by sum (released MrSw) or mean; also the teacher's scale
+    )
     alignment_weight: float = 1.0
     distill_weight: float = 1.0
     distill_after_epochs: int = 0  # epochs trained by the alignment loss alone before distillation starts
@@ -121,7 +124,9 @@ class ALADIN(TokenScoreMixin, RetrievalMethod):
         if dim % c.heads:
             raise UserError(f"aladin.heads={c.heads} must divide the embedding width {dim}")
         # matching head: one transformer shared by both modalities over [pooled embedding; tokens]
-        self.matching = SlotTransformer(dim, c.heads, c.ff_dim or dim, c.dropout, c.matching_layers)
+        self.matching = SlotTransformer(
+            dim, c.heads, c.ff_dim or dim, c.dropout, c.matching_layers, residual=c.residual_slot
+        )
 
     # ------------------------------------------------------------------ encoders
 
@@ -166,11 +171,19 @@ class ALADIN(TokenScoreMixin, RetrievalMethod):
         c = self.cfg.aladin
         return float(c.distill_weight) if epoch >= c.distill_after_epochs else 0.0
 
-    def train_step(self, batch: dict[str, Tensor]) -> TrainStep:
+    def train_step(self, batch: dict[str, Tensor], ids: dict[str, Tensor]) -> TrainStep:
         c = self.cfg.aladin
         image, image_tokens = self.encode_image(batch["image"])
         text, text_tokens, words = self.encode_text(batch["text"])
-        positives = self.positives(batch)
+        if self.gathering():  # every slice padded to the context length, then trimmed to the longest
+            pad = batch["text"].shape[1] - text_tokens.shape[1]
+            text_tokens, words = F.pad(text_tokens, (0, 0, 0, pad)), F.pad(words, (0, pad))
+            image, image_tokens, text, text_tokens, words = self.gather(
+                image, image_tokens, text, text_tokens, words
+            )
+            length = max(2, int(words.sum(1).max()) + 2)
+            text_tokens, words = text_tokens[:, :length], words[:, :length]
+        positives = self.positives(ids)
         hardest = self.hardest_negatives(c.mean_negative_epochs)
         alignment = self.batch_token_scores(text_tokens, words, image_tokens, positives, hardest)
         align_loss = self.triplet(alignment, positives, c.margin, hardest)

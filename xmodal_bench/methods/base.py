@@ -4,9 +4,11 @@ Shared here: the backbone, the optimizer and schedule (from config), the evaluat
 every image and every caption once, gather across ranks, score every inference mode with the
 metrics package) and the efficiency figures the leaderboard reports.
 
-A method subclasses this, builds its heads in `__init__` and implements `train_step(batch)`,
+A method subclasses this, builds its heads in `__init__` and implements `train_step(batch, ids)`,
 which returns one `TrainStep`: its loss terms, the in-batch score matrix its primary inference
-mode ranks with, and anything else worth logging. Training plugins (BCLS) are modules attached by
+mode ranks with, and anything else worth logging. `data.batch_size` is the global batch: each of
+N devices gets a slice, and a method `gather`s the features of its in-batch losses (with
+gradients), so a run on N devices optimises the same objective as on one. Training plugins (BCLS) are modules attached by
 the factory (`registry.create_method`); each transforms the `TrainStep` before it is logged and
 summed. A plugin learns what it needs about a method from the method's `supervision`
 (`ScoreSupervision`), never from its name. When a method's retrieval features are not the
@@ -22,6 +24,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed.nn as dist_nn
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
@@ -75,7 +78,8 @@ class TrainingPlugin(nn.Module):
     def setup_for(self, method: RetrievalMethod, stage: str) -> None:
         """Prepare before training starts (e.g. load a cache); the method calls it from `setup`."""
 
-    def forward(self, method: RetrievalMethod, batch: dict[str, Tensor], step: TrainStep) -> TrainStep:
+    def forward(self, method: RetrievalMethod, ids: dict[str, Tensor], step: TrainStep) -> TrainStep:
+        """`ids`: the global batch's pid / image_index / caption_index (see `RetrievalMethod.train_step`)."""
         raise NotImplementedError
 
 
@@ -84,9 +88,9 @@ class RetrievalMethod(L.LightningModule):
 
     method_name = "base"
     supervision = ScoreSupervision(binary_term=None)
-    learns_temperature = (
-        False  # True: the backbone's logit_scale is trained (else frozen: DDP wants no unused parameter)
-    )
+    # True: the backbone's logit_scale is trained (else frozen: DDP wants no unused parameter)
+    learns_temperature = False
+    trains = True  # False: evaluated as built (zero-shot), `bench` skips fitting
 
     def __init__(self, cfg: DictConfig | dict) -> None:
         super().__init__()
@@ -130,19 +134,60 @@ class RetrievalMethod(L.LightningModule):
 
     # ------------------------------------------------------------------ training
 
-    def train_step(self, batch: dict[str, Tensor]) -> TrainStep:
-        """The method's losses on one batch (see `TrainStep`): what a method file implements."""
+    def train_step(self, batch: dict[str, Tensor], ids: dict[str, Tensor]) -> TrainStep:
+        """The method's losses on one batch (see `TrainStep`): what a method file implements.
+
+        `batch` is this rank's slice of the global batch; `ids` holds the global batch's `pid`,
+        `image_index` and `caption_index` (every rank's slice, in rank order). In-batch losses
+        `gather` their features first, so they see the global batch on any number of devices.
+        """
         raise NotImplementedError
 
-    def positives(self, batch: dict[str, Tensor]) -> Tensor:
+    def positives(self, ids: dict[str, Tensor]) -> Tensor:
         """[B, B] pairs of the batch that are not negatives: same image, or same person on person data
         (the data layer's `pid` is the image index on caption sets)."""
-        return match_mask(batch["pid"])
+        return match_mask(ids["pid"])
+
+    def gathering(self) -> bool:
+        """True when in-batch losses see every rank's slice (DDP with `trainer.gather_features`)."""
+        return (
+            self.cfg.trainer.get("gather_features", True)
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1
+        )
+
+    def gather(self, *tensors: Tensor) -> list[Tensor]:
+        """Each tensor [b, ...] of this rank's slice as the global batch [B, ...] (rank order), with
+        gradients flowing back to the rank each row came from: the losses of N devices are then the
+        loss of one device on the global batch (DDP averages the gradients that every rank computes
+        for the same global loss). Identity on one device or with `trainer.gather_features=false`."""
+        if not self.gathering():
+            return list(tensors)
+        return [_all_gather(tensor) for tensor in tensors]
+
+    def per_device_mean_divisor(self, local_count: int) -> float | Tensor:
+        """What a loss averaged over a variable number of local items (IRRA's masked words) divides
+        its local sum by, so that the devices' mean (what DDP averages) is the global mean:
+        global count / number of devices. On one device: the local count."""
+        if not self.gathering():
+            return float(local_count)
+        count = torch.tensor(float(local_count), device=self.device)
+        torch.distributed.all_reduce(count)
+        return count / torch.distributed.get_world_size()
+
+    def gather_ids(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The global batch's `pid`, `image_index` and `caption_index` (no gradients)."""
+        keys = [key for key in ("pid", "image_index", "caption_index") if key in batch]
+        if not self.gathering():
+            return {key: batch[key] for key in keys}
+        return {key: _all_gather(batch[key]) for key in keys}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        step = self.train_step(batch)
+        ids = self.gather_ids(batch)
+        step = self.train_step(batch, ids)
         for plugin in self.plugins:
-            step = plugin(self, batch, step)
+            step = plugin(self, ids, step)
         return self.log_step(step, batch_size=len(batch["pid"]))
 
     def setup(self, stage: str) -> None:
@@ -163,7 +208,9 @@ class RetrievalMethod(L.LightningModule):
             {f"train/{name}": v.detach() if isinstance(v, Tensor) else v for name, v in step.logs.items()}
         )
         logged["train/loss"] = total.detach()
-        self.log_dict(logged, batch_size=batch_size, prog_bar=False)
+        # under DDP the logged value is the mean over ranks: the global terms are the same on every
+        # rank, and the mean of per-rank means of a local term (ID, MLM) is its global mean
+        self.log_dict(logged, batch_size=batch_size, prog_bar=False, sync_dist=self.gathering())
         self.log("loss", total.detach(), batch_size=batch_size, prog_bar=True, logger=False)
         return total
 
@@ -274,3 +321,13 @@ class RetrievalMethod(L.LightningModule):
                 {f"{prefix}/{k}": float(v) for k, v in result["metrics"].items()}, rank_zero_only=False
             )
         self.eval_results["test"] = report
+
+
+def _all_gather(tensor: Tensor) -> Tensor:
+    """Every rank's `tensor` concatenated in rank order; floating tensors keep their gradients."""
+    if tensor.is_floating_point():
+        return torch.cat(dist_nn.all_gather(tensor.contiguous()))
+    plain = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor.contiguous()  # gloo: no bool
+    parts = [torch.empty_like(plain) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, plain)
+    return torch.cat(parts).to(tensor.dtype)

@@ -142,17 +142,17 @@ class BCLS(TrainingPlugin):
         if stage == "fit":
             self.store()  # compute / load the cache before the first step
 
-    def forward(self, method: RetrievalMethod, batch: dict[str, Tensor], step: TrainStep) -> TrainStep:
+    def forward(self, method: RetrievalMethod, ids: dict[str, Tensor], step: TrainStep) -> TrainStep:
         losses, logs = dict(step.losses), {}
         if self.replaced_term is not None:
             if self.replaced_term not in losses:
                 raise RuntimeError(f"bcls: the base logged no {self.replaced_term!r} term to replace")
             logs[f"{self.replaced_term}_replaced"] = losses.pop(self.replaced_term).detach()
-        losses.update(self.terms(step.scores, step.positives, batch))
+        losses.update(self.terms(step.scores, step.positives, ids))
         return step.with_losses(losses, **logs)
 
-    def terms(self, scores: Tensor, positives: Tensor, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """{"triplet_sn", "kendall"} as configured, on the batch scores [images, captions]."""
+    def terms(self, scores: Tensor, positives: Tensor, ids: dict[str, Tensor]) -> dict[str, Tensor]:
+        """{"triplet_sn", "kendall"} as configured, on the (global) batch scores [images, captions]."""
         c = self.cfg.bcls
         terms: dict[str, Tensor] = {}
         if self.binary in ("replace", "add") and c.binary_weight > 0:
@@ -160,14 +160,14 @@ class BCLS(TrainingPlugin):
                 scores, positives, c.margin, c.temperature, self.reduction
             )
         if c.continuous != "none" and c.continuous_weight > 0:
-            labels = self.labels(batch, positives).to(scores.device, scores.dtype)
+            labels = self.labels(ids, positives).to(scores.device, scores.dtype)
             terms["kendall"] = c.continuous_weight * self.continuous(scores, labels)
         return terms
 
-    def labels(self, batch: dict[str, Tensor], positives: Tensor) -> Tensor:
+    def labels(self, ids: dict[str, Tensor], positives: Tensor) -> Tensor:
         """Pseudo-labels r [images, captions] of the batch; matching pairs get 1."""
         split = self.cfg.data.train_split
-        r = self.store().relevance(split, batch["image_index"], batch["caption_index"])
+        r = self.store().relevance(split, ids["image_index"].cpu(), ids["caption_index"].cpu())
         return r.masked_fill(positives.cpu(), 1.0)
 
     def continuous(self, scores: Tensor, labels: Tensor) -> Tensor:

@@ -35,11 +35,11 @@ class CLIP(RetrievalMethod):
     supervision = ScoreSupervision(binary_term="infonce", hardest_negative=False, reduction="mean")
     learns_temperature = True
 
-    def train_step(self, batch: dict[str, Tensor]) -> TrainStep:
+    def train_step(self, batch: dict[str, Tensor], ids: dict[str, Tensor]) -> TrainStep:
         image, _ = self.backbone.encode_image(batch["image"])
         text, _, _ = self.backbone.encode_text(batch["text"])
-        image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
-        positives = self.positives(batch)
+        image, text = self.gather(F.normalize(image, dim=-1), F.normalize(text, dim=-1))
+        positives = self.positives(ids)
         scale = self.backbone.logit_scale.exp().clamp(max=self.cfg.clip.max_logit_scale)
         loss = infonce(image, text, scale, positives=positives)
         return TrainStep({"infonce": loss}, image @ text.T, positives, {"logit_scale": scale.detach()})

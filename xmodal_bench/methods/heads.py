@@ -20,15 +20,27 @@ def transformer_encoder(
 
 
 class SlotTransformer(nn.Module):
-    """A transformer over [slot; tokens]; the output is the slot's position, [B, D] (not normalised)."""
+    """A transformer over [slot; tokens]; the output is the slot's position, [B, D] (not normalised).
 
-    def __init__(self, dim: int, heads: int, ff_dim: int, dropout: float, layers: int) -> None:
+    `residual=True` returns `slot + W out` instead, with W zero-initialised: the head starts as the
+    identity on the slot (the backbone's pretrained embedding) and learns a correction, instead of
+    starting from a random transform of it (what a freshly initialised post-norm transformer is).
+    """
+
+    def __init__(
+        self, dim: int, heads: int, ff_dim: int, dropout: float, layers: int, residual: bool = False
+    ) -> None:
         super().__init__()
         self.encoder = transformer_encoder(dim, heads, ff_dim, dropout, layers)
+        self.correction = nn.Linear(dim, dim) if residual else None
+        if self.correction is not None:
+            nn.init.zeros_(self.correction.weight)
+            nn.init.zeros_(self.correction.bias)
 
     def forward(self, slot: Tensor, tokens: Tensor, padding: Tensor | None = None) -> Tensor:
         """slot [B, D], tokens [B, L, D], padding [B, L] (True = ignore) -> [B, D]."""
         sequence = torch.cat([slot[:, None, :], tokens], dim=1)
         if padding is not None:
             padding = torch.cat([padding.new_zeros(padding.shape[0], 1), padding], dim=1)
-        return self.encoder(sequence, src_key_padding_mask=padding)[:, 0]
+        out = self.encoder(sequence, src_key_padding_mask=padding)[:, 0]
+        return out if self.correction is None else slot + self.correction(out)

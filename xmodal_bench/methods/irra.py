@@ -143,31 +143,41 @@ class IRRA(RetrievalMethod):
                 width, self.backbone.vocab_size, depth=c.cmt_depth, heads=c.cmt_heads
             )
 
-    def train_step(self, batch: dict[str, Tensor]) -> TrainStep:
+    def train_step(self, batch: dict[str, Tensor], ids: dict[str, Tensor]) -> TrainStep:
         c = self.cfg.irra
-        ids, pids = batch["text"], batch["pid"]
+        tokens, pids = batch["text"], batch["pid"]
         image, image_tokens = self.backbone.encode_image(batch["image"])
-        text, _, _ = self.backbone.encode_text(ids)
+        text, _, _ = self.backbone.encode_text(tokens)
+        all_image, all_text = self.gather(image, text)  # SDM matches over the global batch
         losses: dict[str, Tensor] = {}
         logs: dict[str, Tensor] = {}
         if "sdm" in self.losses:
-            losses["sdm"] = sdm_loss(image, text, pids, 1.0 / c.temperature)
-        if "id" in self.losses:
+            losses["sdm"] = sdm_loss(all_image, all_text, ids["pid"], 1.0 / c.temperature)
+        if "id" in self.losses:  # per sample: this rank's slice (DDP averages the slices)
             image_logits, text_logits = self.classifier(image.float()), self.classifier(text.float())
             losses["id"] = c.id_loss_weight * identity_loss(image_logits, text_logits, pids)
             logs["img_acc"] = identity_accuracy(image_logits, pids)
             logs["txt_acc"] = identity_accuracy(text_logits, pids)
         if "mlm" in self.losses:
-            logits, labels = self._predict_masked(ids, image, image_tokens)
-            losses["mlm"] = c.mlm_loss_weight * masked_lm_loss(logits, labels)
+            logits, labels = self._predict_masked(tokens, batch["caption_index"], image, image_tokens)
+            divisor = self.per_device_mean_divisor(labels.numel())  # the global mean over masked words
+            losses["mlm"] = c.mlm_loss_weight * masked_lm_loss(logits, labels, divisor)
             logs["mlm_acc"] = masked_lm_accuracy(logits, labels)
-        scores = F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
-        return TrainStep(losses, scores, self.positives(batch), logs)
+        scores = F.normalize(all_image, dim=-1) @ F.normalize(all_text, dim=-1).T
+        return TrainStep(losses, scores, self.positives(ids), logs)
 
-    def _predict_masked(self, ids: Tensor, image: Tensor, image_tokens: Tensor) -> tuple[Tensor, Tensor]:
-        """Mask a copy of the captions, encode it, and predict the masked words: ([M, V], [M])."""
+    def _predict_masked(
+        self, tokens: Tensor, captions: Tensor, image: Tensor, image_tokens: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Mask a copy of the captions, encode it, and predict the masked words: ([M, V], [M]).
+
+        The masks are a pure function of (seed, step, caption index, position), so the same caption
+        is masked alike whichever device its batch slice lands on."""
         c = self.cfg.irra
-        masked, labels = mask_tokens(ids, c.mask_token_id, c.mask_prob, c.mask_fraction, c.random_fraction)
+        key = (int(self.cfg.seed), int(self.global_step) if self._trainer is not None else 0)
+        masked, labels = mask_tokens(
+            tokens, c.mask_token_id, c.mask_prob, c.mask_fraction, c.random_fraction, keys=(captions, *key)
+        )
         _, masked_tokens, valid = self.backbone.encode_text(masked)
         # keys/values: the projected CLS (= the global image feature) followed by the projected patches
         image_seq = torch.cat([image[:, None], self.backbone.project_image_tokens(image_tokens)], dim=1)

@@ -63,7 +63,9 @@ def lr_factor(
 def build_scheduler(
     optimizer: torch.optim.Optimizer, optim: DictConfig, total_steps: int, steps_per_epoch: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = optim.warmup_steps if optim.warmup_steps is not None else round(optim.warmup_epochs * steps_per_epoch)
+    warmup = (
+        optim.warmup_steps if optim.warmup_steps is not None else round(optim.warmup_epochs * steps_per_epoch)
+    )
     warmup_steps = min(total_steps, warmup)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, optim, steps_per_epoch)

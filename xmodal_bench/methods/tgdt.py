@@ -71,6 +71,7 @@ class TGDTConfig:
     global_layers: int = 2  # transformer depth of the token-guided global branch
     ff_dim: int = 2048
     dropout: float = 0.1
+    residual_slot: bool = False  # global branch = slot + a zero-initialised correction (not released)
     margin: float = 0.2  # inter-modal hinges (global and local)
     consistency_margin: float = 0.3
     global_loss_weight: float = 1.0
@@ -135,8 +136,12 @@ class TGDT(TokenScoreMixin, RetrievalMethod):
         self.image_local = LocalBranch(self.backbone.image_width, dim, c)
         self.text_local = LocalBranch(self.backbone.text_width, dim, c)
         # token-guided global branch: [pooled embedding; local tokens] -> refined global feature
-        self.image_global = SlotTransformer(dim, c.heads, c.ff_dim, c.dropout, c.global_layers)
-        self.text_global = SlotTransformer(dim, c.heads, c.ff_dim, c.dropout, c.global_layers)
+        self.image_global = SlotTransformer(
+            dim, c.heads, c.ff_dim, c.dropout, c.global_layers, c.residual_slot
+        )
+        self.text_global = SlotTransformer(
+            dim, c.heads, c.ff_dim, c.dropout, c.global_layers, c.residual_slot
+        )
 
     # ------------------------------------------------------------------ encoders
 
@@ -168,11 +173,14 @@ class TGDT(TokenScoreMixin, RetrievalMethod):
 
     # ------------------------------------------------------------------ training
 
-    def train_step(self, batch: dict[str, Tensor]) -> TrainStep:
+    def train_step(self, batch: dict[str, Tensor], ids: dict[str, Tensor]) -> TrainStep:
         c = self.cfg.tgdt
         image, image_tokens = self.encode_image(batch["image"])
         text, text_tokens, mask = self.encode_text(batch["text"])
-        positives = self.positives(batch)
+        image, image_tokens, text, text_tokens, mask = self.gather(
+            image, image_tokens, text, text_tokens, mask
+        )
+        positives = self.positives(ids)
         hardest = self.hardest_negatives(c.mean_negative_epochs)
         fine = self.batch_token_scores(text_tokens, mask, image_tokens, positives, hardest)
         terms = cmc_loss(

@@ -46,5 +46,9 @@ class TokenScoreMixin:
     def fine_scorer(self, inputs: EvalInputs, direction: str) -> FineScorer:
         """The token score over the gathered tokens, for one direction (see `retrieval.two_stage`)."""
         return token_fine_scorer(
-            inputs.texts["tokens"], inputs.texts["mask"], inputs.images["tokens"], direction, self.word_pooling
+            inputs.texts["tokens"],
+            inputs.texts["mask"],
+            inputs.images["tokens"],
+            direction,
+            self.word_pooling,
         )

@@ -15,6 +15,7 @@ import io
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from xmodal_bench.metrics.protocols import MetricInfo, get_protocol
@@ -42,10 +43,16 @@ class Row:
     primary: bool
     values: dict[str, list[float]]  # column key -> one value per seed
     changes: tuple[str, ...] = ()
+    start: str = ""  # zero-shot rows: the model and weights evaluated ("xmb-tiny synthclip")
+
+    @property
+    def zero_shot(self) -> bool:
+        return bool(self.start)
 
     @property
     def label(self) -> str:
-        name = " ".join([self.method, *self.changes])
+        head = [f"zero-shot ({self.start})"] if self.zero_shot else [self.method]
+        name = " ".join([*head, *self.changes])
         return name if self.primary else f"{name} · {self.mode}"
 
     def mean(self, key: str) -> float | None:
@@ -77,15 +84,33 @@ def build_rows(records: list[dict[str, Any]]) -> list[Row]:
     grouped: dict[tuple[str, str, str, str], Row] = {}
     for record in records:
         scale, changes = record.get("scale", ""), tuple(record.get("changes") or ())
+        start = _zero_shot_start(record)
+        if start:  # the model and weights are in the label already
+            changes = tuple(
+                c for c in changes if not c.startswith(("backbone.model=", "backbone.pretrained="))
+            )
         for mode in record["modes"]:
             primary = mode == record["primary_mode"]
             key = (record["method"], scale, record.get("config_id", ""), mode)
             row = grouped.setdefault(
-                key, Row(record["method"], scale, mode, primary, defaultdict(list), changes)
+                key, Row(record["method"], scale, mode, primary, defaultdict(list), changes, start)
             )
             for column, value in _row_values(record, mode).items():
                 row.values[column].append(value)
-    return sorted(grouped.values(), key=lambda r: (r.scale, r.method, r.changes, not r.primary, r.mode))
+    # zero-shot rows head their table: every other row says what training added to them
+    return sorted(
+        grouped.values(), key=lambda r: (r.scale, not r.zero_shot, r.method, r.changes, not r.primary, r.mode)
+    )
+
+
+def _zero_shot_start(record: dict[str, Any]) -> str:
+    """ "model weights" of a zero-shot record (nothing trained), else ""."""
+    if not (record.get("training") or {}).get("zero_shot"):
+        return ""
+    backbone = (record.get("config") or {}).get("backbone") or {}
+    weights = backbone.get("pretrained")
+    weights = Path(str(weights)).stem if weights and ("/" in str(weights)) else (weights or "random")
+    return f"{backbone.get('model', '?')} {weights}"
 
 
 def _best(rows: list[Row], column: Column) -> float | None:

@@ -59,7 +59,11 @@ MEAN = WordPooling()
 
 
 def token_score_matrix(
-    text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor, chunk: int = 256, pooling: WordPooling = MEAN
+    text_tokens: Tensor,
+    text_mask: Tensor,
+    image_tokens: Tensor,
+    chunk: int = 256,
+    pooling: WordPooling = MEAN,
 ) -> Tensor:
     """Scores [T, I] of every text (tokens [T, L, D], mask [T, L]) against every image ([I, N, D]).
 
@@ -84,7 +88,11 @@ def token_score_pairs(
 
 
 def hinge_token_scores(
-    text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor, positives: Tensor, pooling: WordPooling = MEAN
+    text_tokens: Tensor,
+    text_mask: Tensor,
+    image_tokens: Tensor,
+    positives: Tensor,
+    pooling: WordPooling = MEAN,
 ) -> Tensor:
     """The batch's score matrix [images, captions] for a hardest-negative hinge, cheaply.
 

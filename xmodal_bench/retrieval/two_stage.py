@@ -301,4 +301,3 @@ def token_fine_scorer(
 def _step(per_item: int) -> int:
     """How many items fit in the fine scorer's memory budget at once."""
     return max(1, _FINE_BUDGET // max(1, per_item))
-

@@ -117,10 +117,14 @@ def _bench(
     trainer = build_trainer(cfg, staging, callbacks, [wandb_logger] if wandb_logger else [])
     has_val = cfg.data.val_split is not None
     try:
-        trainer.fit(method, datamodule=datamodule, ckpt_path=found[0] if found else None)
+        if method.trains:
+            trainer.fit(method, datamodule=datamodule, ckpt_path=found[0] if found else None)
+            has_best = cfg.eval.checkpoint == "best" and has_val and checkpoint.best_model_path
+            which = "best" if has_best else "last"
+            tested: str | None = checkpoint.best_model_path if which == "best" else str(checkpoints / LAST)
+        else:  # zero-shot: the model as built is what is tested
+            which, tested = "as built", None
         fit_seconds = time.perf_counter() - started
-        which = "best" if cfg.eval.checkpoint == "best" and has_val and checkpoint.best_model_path else "last"
-        tested = checkpoint.best_model_path if which == "best" else str(checkpoints / LAST)
         trainer.test(method, datamodule=datamodule, ckpt_path=tested, verbose=False)
     except BaseException:
         finish_wandb(wandb_logger, None)
@@ -138,6 +142,11 @@ def _bench(
             "best_val": _best_val(checkpoint),
             "resumed_from_step": found[1] if found else None,
             "started_from": str(warm_start) if warm_start is not None else None,
+            "zero_shot": not method.trains,
+            "world_size": trainer.world_size,
+            "global_batch_size": cfg.data.batch_size,
+            "per_device_batch_size": cfg.data.batch_size // trainer.world_size,
+            "gather_features": bool(cfg.trainer.gather_features),
         },
         data={"on_error": cfg.data.on_error, "train_samples_skipped": skipped.count},
     )

@@ -32,7 +32,8 @@ def check_trainer_settings(cfg: DictConfig) -> bool:
     """Let Lightning judge the hardware settings before any data or wandb work; True on global rank 0.
 
     Builds a bare Trainer (no loggers, no checkpoints): cheap, and it refuses an unknown strategy,
-    precision or accelerator, or devices that are not there, with Lightning's own reason.
+    precision or accelerator, or devices that are not there, with Lightning's own reason. The global
+    batch (`data.batch_size`) must split evenly over the devices it finds.
     """
     try:
         probe = L.Trainer(
@@ -44,6 +45,11 @@ def check_trainer_settings(cfg: DictConfig) -> bool:
         )
     except (ValueError, TypeError, RuntimeError, MisconfigurationException) as exc:
         raise _refused(cfg, exc) from None
+    if cfg.data.batch_size % probe.world_size:
+        raise UserError(
+            f"data.batch_size={cfg.data.batch_size} is the global batch and cannot be split evenly over "
+            f"{probe.world_size} devices; choose a multiple of {probe.world_size}"
+        )
     return bool(probe.is_global_zero)
 
 
