@@ -48,12 +48,12 @@ def test_counts_and_protocol(synth_root, tokenizer):
 
 
 def test_rank_and_world_size_come_from_the_trainer(synth_root, tokenizer):
-    dm = RetrievalDataModule(synth_root, "synth", tokenizer, batch_size=16, workers=0)
+    dm = RetrievalDataModule(synth_root, "synth", tokenizer, batch_size=48, workers=0)  # global batch
     dm.trainer = SimpleNamespace(global_rank=2, world_size=3, current_epoch=5)
     dm.setup("fit")
     assert (dm.rank, dm.world_size) == (2, 3)
     loader = dm.train_dataloader()
-    assert len(loader) == 320 // (3 * 16)
+    assert len(loader) == 320 // 48  # every rank steps through every global batch
     next(iter(loader))
     assert loader.dataset.epoch == 5  # the trainer's epoch drives the shuffle
     explicit = RetrievalDataModule(synth_root, "synth", tokenizer, workers=0, rank=0, world_size=2)

@@ -65,7 +65,7 @@ def test_config_mistakes(tmp_path, extra, pattern) -> None:
 
 # Mistakes found only once the data and the model are there (the tiny fixture: quick to reach).
 LATE_MISTAKES = [
-    (["data.batch_size=4096"], r"320 captions cannot fill one batch of 4096 .*lower the batch size"),
+    (["data.batch_size=4096"], r"320 captions cannot fill one batch of 4096; lower the batch size"),
     (
         ["backbone.pretrained=/nonexistent/w.pt"],
         r"pretrained='/nonexistent/w.pt' is neither a file nor a known tag",

@@ -80,7 +80,7 @@ def test_other_values_pass_through(tmp_path) -> None:
 def test_the_method_starts_with_the_source_backbone_weights(tmp_path) -> None:
     runs = tmp_path / "runs"
     torch.manual_seed(1)
-    clip = create_method(_cfg("clip", runs))
+    clip = create_method(_cfg("clip", runs, "backbone.pretrained=none"))  # unlike the default start
     _finished_run(runs, "a", _cfg("clip", runs), weights=clip.state_dict())
     model_cfg, _ = resolve_warm_start(_cfg("irra", runs, "backbone.pretrained=run:clip"))
     torch.manual_seed(2)
