@@ -14,7 +14,7 @@ ARGS      ?=
 PYTEST_ARGS ?=
 PERF_ARGS ?=
 
-.PHONY: setup test bench sweep leaderboard lint format perf clean
+.PHONY: setup test bench zeroshot pretrain sweep leaderboard lint format perf clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,15 @@ test: setup
 bench: setup
 	$(BIN)/xmodal-bench bench --method $(METHOD) --data $(DATA) --scale $(SCALE) \
 		--data-root $(DATA_ROOT) --runs-dir $(RUNS_DIR) $(if $(RESUME),--resume) $(ARGS)
+
+# Evaluate the scale's pretrained backbone without training (MODEL= and PRETRAINED= pick others).
+zeroshot: setup
+	$(BIN)/xmodal-bench zeroshot --data $(DATA) --scale $(SCALE) --data-root $(DATA_ROOT) \
+		--runs-dir $(RUNS_DIR) $(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) $(ARGS)
+
+# Rebuild the tiny scale's pretrained start (synthclip) from its recipe; RESUME=1 continues.
+pretrain: setup
+	$(BIN)/xmodal-bench pretrain --data-root $(DATA_ROOT) --runs-dir $(RUNS_DIR) $(if $(RESUME),--resume) $(ARGS)
 
 perf: setup
 	$(BIN)/python benchmarks/perf/metrics_engine.py $(PERF_ARGS)
