@@ -17,14 +17,11 @@ Person data labels SDM and ID with person ids; caption data (COCO, Flickr30K) wi
 and there the ID loss is off unless asked for (`losses` left unset = `[sdm, id, mlm]` on person
 data, `[sdm, mlm]` otherwise).
 
-From random weights (tiny scale) SDM does not train: with a fixed temperature of 0.02 the logits
-of a random model are sharp, the cheapest way down for the reverse KL is to make every row
-uniform, and the model collapses onto that plateau (loss = the uniform value, similarity spread
-~0.002) at every lr tried (1e-4 to 1e-3) and at temperature 0.07 too; an InfoNCE warm-up reaching
-7% in-batch R@1 collapses as soon as SDM takes over. Started from a model that already ranks
-(the tiny CLIP run, 43% in-batch R@1) SDM trains. The paper always starts from CLIP, so at tiny
-scale IRRA is run from the finished CLIP run: `backbone.pretrained=run:clip`
-(`run.warm_start`, benchmarks/sweeps/warm_start.yaml).
+From random weights SDM does not train: with a fixed temperature of 0.02 the logits of a random
+model are sharp, the cheapest way down for the reverse KL is to make every row uniform, and the
+model collapses onto that plateau (loss = the uniform value, similarity spread ~0.002) at every lr
+tried (1e-4 to 1e-3) and at temperature 0.07 too. Started from a model that already ranks it
+trains; the paper always starts from CLIP, and so does every scale here (`synthclip` at tiny).
 
 Differences from the reference code (anosorae/IRRA), each deliberate:
 

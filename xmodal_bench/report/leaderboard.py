@@ -20,12 +20,14 @@ from typing import Any
 from xmodal_bench.atomic import atomic_write_json, atomic_write_text
 from xmodal_bench.errors import UserError
 from xmodal_bench.metrics.protocols import get_protocol
+from xmodal_bench.report.claims import check_claims, claims_markdown
 from xmodal_bench.report.plots import plot_accuracy_latency
 from xmodal_bench.report.results import find_results
 from xmodal_bench.report.tables import Leaderboard, build_leaderboard
 
 LOCK_FILE = ".leaderboards.lock"
 INDEX_FILE = "README.md"
+CLAIMS_FILE = "claims.md"
 
 
 @contextlib.contextmanager
@@ -112,6 +114,8 @@ def write_index(out_dir: Path) -> Path:
         )
         if plot.is_file():
             plots.append(f"### {name}\n\n![{name}: accuracy vs t2i latency]({plot.name})\n")
+    if (out_dir / CLAIMS_FILE).is_file():
+        lines += ["", f"Each paper's claim checked on these runs: [{CLAIMS_FILE}]({CLAIMS_FILE})."]
     if plots:
         lines += ["", "## Accuracy vs latency", "", *plots]
     index = out_dir / INDEX_FILE
@@ -131,6 +135,9 @@ def write_leaderboards(
         records = find_results(runs_dir)
         names = list(datasets) if datasets is not None else sorted({r["dataset"] for r in records})
         written = {name: _write_tables(build_leaderboard(records, name), out_dir) for name in names}
+        verdicts = check_claims(records)
+        if verdicts:
+            atomic_write_text(out_dir / CLAIMS_FILE, claims_markdown(verdicts))
         write_index(out_dir)
     return written
 
