@@ -56,7 +56,13 @@ def _method(spec: str, dataset: str, root):
 
 def _datamodule(cfg, tokenizer, root):
     dm = RetrievalDataModule(
-        root, cfg.data.name, tokenizer, batch_size=12, eval_batch_size=16, workers=0, image_size=tuple(cfg.data.image_size)
+        root,
+        cfg.data.name,
+        tokenizer,
+        batch_size=12,
+        eval_batch_size=16,
+        workers=0,
+        image_size=tuple(cfg.data.image_size),
     )
     dm.setup()
     return dm
@@ -69,10 +75,18 @@ def _features(method, dm) -> EvalInputs:
     with torch.no_grad():
         for modality, loader in (("image", images), ("text", texts)):
             for batch in loader:
-                feats = method.image_features(batch["image"]) if modality == "image" else method.text_features(batch["text"])
+                feats = (
+                    method.image_features(batch["image"])
+                    if modality == "image"
+                    else method.text_features(batch["text"])
+                )
                 index = batch["image_index"] if modality == "image" else batch["caption_index"]
                 collectors[modality].update(
-                    feats, index=index, valid=batch["valid"], pid=batch["pid"], image_index=batch["image_index"]
+                    feats,
+                    index=index,
+                    valid=batch["valid"],
+                    pid=batch["pid"],
+                    image_index=batch["image_index"],
                 )
     n_images, n_captions = dm.split_counts("test")
     return EvalInputs(
@@ -99,7 +113,9 @@ def test_a_training_step_reaches_every_trainable_group(spec, dataset, data_root,
     loss.backward()
     for group in parameter_groups(method, cfg.optim):
         reached = [p for p in group["params"] if p.grad is not None and p.grad.abs().sum() > 0]
-        assert reached, f"{spec}: no gradient reaches the group lr x{group['lr_mult']}, decay {group['weight_decay']}"
+        assert reached, (
+            f"{spec}: no gradient reaches the group lr x{group['lr_mult']}, decay {group['weight_decay']}"
+        )
     for name, child in method.named_children():
         trainable = [p for p in child.parameters() if p.requires_grad]
         if trainable:
@@ -127,7 +143,9 @@ def test_every_mode_reports_every_metric_and_a_checkpoint_restores_the_scores(
     checkpoint = read_checkpoint(path)
     restored = restore_method(checkpoint, checkpoint_config(checkpoint, path), path).eval()
     again = evaluate_modes(restored, _features(restored, dm), restored.inference_modes(), with_latency=False)
-    assert {m: e["metrics"] for m, e in again["modes"].items()} == {m: e["metrics"] for m, e in report["modes"].items()}
+    assert {m: e["metrics"] for m, e in again["modes"].items()} == {
+        m: e["metrics"] for m, e in report["modes"].items()
+    }
 
 
 def test_the_ci_sweep_covers_every_method_and_a_plugin_variant() -> None:

@@ -368,8 +368,12 @@ ARRAYS = st.tuples(
 
 
 @settings(max_examples=60, deadline=None)
-@given(images=ARRAYS, texts=ARRAYS, protocol=st.sampled_from(["caption", "coco", "coco1k", "coco5k", "person"]))
-def test_fuzzed_score_inputs_give_metrics_or_one_user_error(images, texts, protocol, tmp_path_factory) -> None:
+@given(
+    images=ARRAYS, texts=ARRAYS, protocol=st.sampled_from(["caption", "coco", "coco1k", "coco5k", "person"])
+)
+def test_fuzzed_score_inputs_give_metrics_or_one_user_error(
+    images, texts, protocol, tmp_path_factory
+) -> None:
     from xmodal_bench.metrics.score import score_files
 
     folder = tmp_path_factory.mktemp("fuzz")
