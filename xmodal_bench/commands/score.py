@@ -33,6 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="[M] int .npy: image index of each caption (default: M/N captions per image, in order)",
     )
+    parser.add_argument(
+        "--image-ids",
+        type=Path,
+        default=None,
+        help="[N] int .npy: the dataset's id of each image (coco, coco5k: adds ECCV Caption and CxC)",
+    )
+    parser.add_argument(
+        "--caption-ids", type=Path, default=None, help="[M] int .npy: the dataset's id of each caption"
+    )
     parser.add_argument("--image-pids", type=Path, default=None, help="[N] int .npy (person protocol)")
     parser.add_argument("--text-pids", type=Path, default=None, help="[M] int .npy (person protocol)")
     parser.add_argument(
@@ -47,10 +56,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Score, print one JSON object on stdout, write --out if given. UserError propagates to the CLI."""
+    """Score, print one JSON object on stdout, write --out if given. UserError propagates to the CLI.
+
+    A metric left out (ids that are not the COCO 5K test split) is one `note:` line on stderr.
+    """
+    import sys
+
     from xmodal_bench.atomic import atomic_write_json
     from xmodal_bench.metrics.score import score_files
 
+    notes: list[str] = []
     metrics = score_files(
         args.image_embeddings,
         args.text_embeddings,
@@ -59,7 +74,12 @@ def run(args: argparse.Namespace) -> int:
         image_pids=args.image_pids,
         text_pids=args.text_pids,
         chunk_size=args.chunk_size,
+        image_ids=args.image_ids,
+        caption_ids=args.caption_ids,
+        notes=notes,
     )
+    for note in notes:
+        print(f"xmodal-bench: note: {note}", file=sys.stderr)
     print(json.dumps(metrics))
     if args.out is not None:
         atomic_write_json(args.out, metrics)

@@ -9,7 +9,12 @@ reported. Everything goes through per-query **ranks** (0-based, exact, ties brok
     ranks = protocol.ranks_from(gallery, rank_fn)   # the same, from any exact ranker (two-stage, ...)
 
 so the metrics of a run, of `xmodal-bench score`, of a two-stage re-ranker and of a bootstrap
-resample of the queries are one function of the ranks. Besides the metric functions a protocol
+resample of the queries are one function of the ranks. A protocol may also define *id metrics*,
+which need the dataset's own image and caption ids and the retrieved lists rather than ranks
+(COCO: ECCV Caption and CxC, `metrics.eccv`):
+
+    metrics, note = protocol.id_metrics(gallery, top_k)   # ({}, "why not") when the ids don't fit
+ Besides the metric functions a protocol
 carries what the rest of the suite needs to know about it: metric metadata (title,
 higher-is-better, leaderboard column), the headline metric, the validation metric that selects
 the best checkpoint, and the protocol validation runs with. Adding a metric or a protocol touches
@@ -23,8 +28,10 @@ person id).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,6 +39,8 @@ from torch import Tensor
 from xmodal_bench.errors import UserError
 from xmodal_bench.metrics._checks import check_embeddings, check_owner_index
 from xmodal_bench.metrics.caption import caption_metrics_from_ranks, caption_ranks
+from xmodal_bench.metrics.chunking import resolve_score_dtype
+from xmodal_bench.metrics.eccv import ECCV_METRIC_NAMES, eccv_cxc_metrics, embedding_top_k, ids_problem
 from xmodal_bench.metrics.person import person_metrics_from_ranks, person_ranks, positive_gallery_index
 
 Ranks = dict[str, Tensor]
@@ -39,6 +48,8 @@ Ranks = dict[str, Tensor]
 # the full image / text sets (queries are texts for t2i, images for i2t); positive_index [Q, P]
 # holds positions within gallery_rows (-1 padded).
 RankFn = Callable[[str, Tensor, Tensor, Tensor], Tensor]
+# top_k(direction, query_rows, k) -> [Q, k] gallery rows, best first (see `metrics.eccv`)
+TopK = Callable[[str, Tensor, int], Tensor]
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,8 @@ class Gallery:
     text_pids: Tensor | None = None  # [M]
     chunk_size: int | None = None
     score_dtype: torch.dtype | str = torch.float32
+    image_ids: Any = None  # [N] the dataset's own ids of the images (id metrics), or None
+    caption_ids: Any = None  # [M] ... of the captions
 
     @property
     def num_images(self) -> int:
@@ -91,6 +104,12 @@ class Protocol:
     _ranks: Callable[[Gallery], Ranks] = field(repr=False)
     _ranks_from: Callable[[Gallery, RankFn], Ranks] = field(repr=False)
     _metrics: Callable[[Ranks], dict[str, float]] = field(repr=False)
+    # metrics of the dataset's ids and retrieved lists (not of ranks): shown beside the others
+    id_metric_info: tuple[MetricInfo, ...] = ()
+    id_metrics_name: str = "id metrics"
+    _id_metrics: Callable[[Gallery, TopK | None], tuple[dict[str, float], str | None]] | None = field(
+        default=None, repr=False
+    )
 
     def ranks(self, gallery: Gallery) -> Ranks:
         """Exact per-query ranks by dot product of the gallery's embeddings."""
@@ -104,8 +123,27 @@ class Protocol:
         """Every metric of the protocol (`metric_names`, in order) from its ranks."""
         return self._metrics(ranks)
 
+    def id_metrics(self, gallery: Gallery, top_k: TopK | None = None) -> tuple[dict[str, float], str | None]:
+        """(id metrics, None), or ({}, a one-line note saying why they are left out).
+
+        `top_k` retrieves the lists (None: exact top-K of the gallery's embeddings).
+        """
+        if self._id_metrics is None:
+            return {}, None
+        if gallery.image_ids is None or gallery.caption_ids is None:
+            return {}, f"{self.id_metrics_name} left out: the dataset has no image and caption ids"
+        return self._id_metrics(gallery, top_k)
+
     def evaluate(self, gallery: Gallery) -> dict[str, float]:
-        return self.metrics(self.ranks(gallery))
+        """Every metric of the gallery: the rank metrics, then the id metrics when it carries ids
+        (a note saying why they are left out is a warning)."""
+        metrics = self.metrics(self.ranks(gallery))
+        if self._id_metrics is not None and gallery.image_ids is not None:
+            extra, note = self.id_metrics(gallery)
+            if note:
+                warnings.warn(note, stacklevel=2)
+            metrics.update(extra)
+        return metrics
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -113,10 +151,10 @@ class Protocol:
 
     @property
     def columns(self) -> tuple[MetricInfo, ...]:
-        return tuple(m for m in self.metric_info if m.column)
+        return tuple(m for m in (*self.metric_info, *self.id_metric_info) if m.column)
 
     def info(self, key: str) -> MetricInfo | None:
-        return next((m for m in self.metric_info if m.key == key), None)
+        return next((m for m in (*self.metric_info, *self.id_metric_info) if m.key == key), None)
 
 
 _PROTOCOLS: dict[str, Protocol] = {}
@@ -313,6 +351,39 @@ def _coco_metrics(ranks: Ranks) -> dict[str, float]:
 
 
 _COCO_1K_COLUMNS = ("i2t_r1", "t2i_r1", "rsum")
+
+
+ECCV_NAME = "ECCV Caption / CxC metrics"
+
+
+def _eccv_info() -> tuple[MetricInfo, ...]:
+    titles = {"map_at_r": "mAP@R", "rprecision": "R-P", "r1": "R@1", "r5": "R@5", "r10": "R@10"}
+    shown = ("eccv/i2t_map_at_r", "eccv/t2i_map_at_r", "cxc/i2t_r1", "cxc/t2i_r1")
+    out = []
+    for key in ECCV_METRIC_NAMES:
+        family, metric = key.split("/")
+        direction, _, what = metric.partition("_")
+        title = f"{'ECCV' if family == 'eccv' else 'CxC'} {direction} {titles[what]}"
+        out.append(MetricInfo(key, title, column=key in shown))
+    return tuple(out)
+
+
+def _eccv_metrics(gallery: Gallery, top_k: TopK | None) -> tuple[dict[str, float], str | None]:
+    """ECCV Caption and CxC (`metrics.eccv`) when the ids are the COCO 5K test split."""
+    owner = gallery.text_to_image.long()
+    problem = ids_problem(gallery.image_ids, gallery.caption_ids, owner)
+    if problem:
+        return {}, f"{ECCV_NAME} left out: {problem}"
+    device = owner.device
+    if top_k is None:
+        images, texts = gallery.embeddings()
+        device = images.device
+        top_k = embedding_top_k(
+            images, texts, gallery.chunk_size, resolve_score_dtype(gallery.score_dtype, device)
+        )
+    return eccv_cxc_metrics(gallery.image_ids, gallery.caption_ids, top_k, device), None
+
+
 COCO = register_protocol(
     Protocol(
         name="coco",
@@ -325,6 +396,9 @@ COCO = register_protocol(
         _ranks=_coco_ranks,
         _ranks_from=_coco_ranks_from,
         _metrics=_coco_metrics,
+        id_metric_info=_eccv_info(),
+        id_metrics_name=ECCV_NAME,
+        _id_metrics=_eccv_metrics,
     )
 )
 
@@ -359,6 +433,9 @@ register_protocol(
         _ranks=lambda gallery: _prefixed(_caption_ranks(gallery), "5k/"),
         _ranks_from=lambda gallery, rank_fn: _prefixed(_caption_ranks_from(gallery, rank_fn), "5k/"),
         _metrics=lambda ranks: _unprefixed(_coco5k_metrics(ranks), "5k/"),
+        id_metric_info=_eccv_info(),
+        id_metrics_name=ECCV_NAME,
+        _id_metrics=_eccv_metrics,
     )
 )
 

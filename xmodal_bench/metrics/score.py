@@ -6,13 +6,14 @@ the LightningModule's evaluation uses.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from xmodal_bench.errors import UserError
-from xmodal_bench.metrics.protocols import Gallery, get_protocol
+from xmodal_bench.metrics.protocols import Gallery, get_protocol, list_protocols
 
 _FLOAT_DTYPES = ("float16", "float32", "float64")
 _MAX_ROWS = 2**31  # far beyond any retrieval gallery; a header claiming more is not an embedding file
@@ -86,15 +87,29 @@ def score_files(
     image_pids: Path | None = None,
     text_pids: Path | None = None,
     chunk_size: int | None = None,
+    image_ids: Path | None = None,
+    caption_ids: Path | None = None,
+    notes: list[str] | None = None,
 ) -> dict[str, float]:
     """Metrics of saved embeddings under a registered `protocol` (caption, coco, coco1k, coco5k, person).
 
     Caption protocols: `text_to_image` gives each caption's image index; without it captions are
     grouped evenly (M must be a multiple of N; caption c belongs to image c // (M / N)). `coco`
-    reports both 5k/ and 1k/ keys. Person: `image_pids` and `text_pids` are required. Every bad
-    input raises UserError with one line.
+    reports both 5k/ and 1k/ keys. Person: `image_pids` and `text_pids` are required.
+    `image_ids` / `caption_ids` (one dataset id per row, both or neither; `coco`, `coco5k`) add
+    the protocol's id metrics (ECCV Caption, CxC); when the ids are not the COCO 5K test split
+    they are left out and a one-line reason is appended to `notes`. Every bad input raises
+    UserError with one line.
     """
     scheme = get_protocol(protocol)
+    if (image_ids is None) != (caption_ids is None):
+        raise UserError("--image-ids and --caption-ids go together: give both or neither")
+    if image_ids is not None and not scheme.id_metric_info:
+        with_ids = [name for name in list_protocols() if get_protocol(name).id_metric_info]
+        raise UserError(
+            f"--image-ids/--caption-ids add id metrics, which --protocol {protocol} has none of; "
+            f"use {' or '.join(with_ids)}"
+        )
     if scheme.positives == "pid":
         if image_pids is None or text_pids is None:
             raise UserError("--protocol person needs both --image-pids and --text-pids")
@@ -125,4 +140,16 @@ def score_files(
         owner = torch.arange(num_texts) // (num_texts // num_images)
     else:
         owner = _integers(text_to_image, "text-to-image", num_texts, "captions")
-    return scheme.evaluate(Gallery(owner, images, texts, chunk_size=chunk_size))
+    gallery = Gallery(owner, images, texts, chunk_size=chunk_size)
+    metrics = scheme.metrics(scheme.ranks(gallery))
+    if image_ids is not None and caption_ids is not None:
+        gallery = replace(
+            gallery,
+            image_ids=_integers(image_ids, "image ids", num_images, "images").numpy(),
+            caption_ids=_integers(caption_ids, "caption ids", num_texts, "captions").numpy(),
+        )
+        extra, note = scheme.id_metrics(gallery)
+        metrics.update(extra)
+        if note and notes is not None:
+            notes.append(note)
+    return metrics

@@ -20,8 +20,9 @@ Any rank-producing scorer reuses the protocol logic through `Protocol.ranks_from
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -51,9 +52,11 @@ class EvalInputs:
     texts: Features  # at least `global`, `pid`, `image_index`
     protocol: str  # a registered protocol: caption | coco | person
     chunk_size: int | None = None
+    # (image ids [N], caption ids [M]): the dataset's own ids, for id metrics (COCO: ECCV, CxC)
+    ids: tuple[Any, Any] | None = None
 
     def gallery(self, with_embeddings: bool = True) -> Gallery:
-        """The protocol's view of these inputs (global embeddings, owners, person ids)."""
+        """The protocol's view of these inputs (global embeddings, owners, person ids, dataset ids)."""
         return Gallery(
             text_to_image=self.texts["image_index"],
             image_emb=self.images["global"] if with_embeddings else None,
@@ -61,6 +64,8 @@ class EvalInputs:
             image_pids=self.images["pid"],
             text_pids=self.texts["pid"],
             chunk_size=self.chunk_size,
+            image_ids=self.ids[0] if self.ids is not None else None,
+            caption_ids=self.ids[1] if self.ids is not None else None,
         )
 
 
@@ -78,6 +83,8 @@ class InferenceMode:
     directions: tuple[str, ...] = ("t2i", "i2t")
     # skip(inputs) -> None to evaluate the mode, or the reason it is not evaluated on these inputs
     skip: Callable[[EvalInputs], str | None] | None = None
+    # True: the mode ranks by the global embeddings, so id metrics use their exact top-K
+    by_embeddings: bool = False
 
     def metrics(self, method: Any, inputs: EvalInputs) -> dict[str, float]:
         """The protocol's metrics of this mode's ranks."""
@@ -107,7 +114,7 @@ def _global_search(method: Any, inputs: EvalInputs, direction: str, rows: Tensor
 
 def global_mode() -> InferenceMode:
     """Rank by cosine of the global embeddings: the mode every method has."""
-    return InferenceMode("global", _global_ranks, _global_search)
+    return InferenceMode("global", _global_ranks, _global_search, by_embeddings=True)
 
 
 def measure_latency(
@@ -142,9 +149,20 @@ def evaluate_modes(
 
     A mode whose `skip(inputs)` gives a reason is left out of "modes" and listed under "skipped".
     "ranks" holds each mode's per-query ranks (tensors; `report.ranks` saves them beside the results).
+    Protocols with id metrics (COCO: ECCV Caption, CxC) add them to every mode's metrics, from
+    `inputs.ids` or else the method's datamodule (`split_ids` of the test split); when they are
+    left out, the reason is one warning and one line of "notes".
     """
     protocol = get_protocol(inputs.protocol)
-    report: dict[str, Any] = {"primary_mode": modes[0].name, "modes": {}, "skipped": {}, "ranks": {}}
+    report: dict[str, Any] = {
+        "primary_mode": modes[0].name,
+        "modes": {},
+        "skipped": {},
+        "ranks": {},
+        "notes": [],
+    }
+    if protocol.id_metric_info and inputs.ids is None:
+        inputs = replace(inputs, ids=datamodule_ids(method))
     with torch.no_grad():
         for mode in modes:
             reason = mode.skip(inputs) if mode.skip is not None else None
@@ -153,11 +171,39 @@ def evaluate_modes(
                 continue
             ranks = mode.ranks(method, inputs)
             entry: dict[str, Any] = {"metrics": protocol.metrics(ranks)}
+            if protocol.id_metric_info:
+                extra, note = protocol.id_metrics(
+                    inputs.gallery(), None if mode.by_embeddings else _top_k(method, inputs, mode)
+                )
+                entry["metrics"].update(extra)
+                if note and note not in report["notes"]:
+                    warnings.warn(note, stacklevel=2)
+                    report["notes"].append(note)
             if with_latency:
                 entry["latency_ms"] = measure_latency(method, inputs, mode, latency_queries, top_k)
             report["modes"][mode.name] = entry
             report["ranks"][mode.name] = {key: value.cpu() for key, value in ranks.items()}
     return report
+
+
+def datamodule_ids(method: Any) -> tuple[Any, Any] | None:
+    """(image ids, caption ids) of the test split from the method's datamodule, when it has them."""
+    try:
+        datamodule = method.trainer.datamodule
+        split = method.cfg.data.test_split
+    except (AttributeError, RuntimeError):  # not attached to a trainer (a bare evaluation)
+        return None
+    split_ids = getattr(datamodule, "split_ids", None)
+    return split_ids(split) if split_ids is not None else None
+
+
+def _top_k(method: Any, inputs: EvalInputs, mode: InferenceMode) -> Callable[[str, Tensor, int], Tensor]:
+    """The mode's own search as a `TopK` (gallery rows of each query's top k)."""
+
+    def top_k(direction: str, rows: Tensor, k: int) -> Tensor:
+        return mode.search(method, inputs, direction, rows, k)
+
+    return top_k
 
 
 def _sides(inputs: EvalInputs, direction: str) -> tuple[Features, Features]:

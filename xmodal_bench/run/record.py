@@ -51,6 +51,7 @@ def results_record(
         "primary_mode": primary,
         "metrics": report["modes"][primary]["metrics"],
         "modes": report["modes"],
+        "notes": report.get("notes", []),  # metrics left out, and why (e.g. ECCV Caption without ids)
         "efficiency": {
             **efficiency,
             **report["encode"],

@@ -1,0 +1,164 @@
+"""ECCV Caption / CxC metrics (`metrics.eccv`) against the `eccv-caption` package's own evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from xmodal_bench.cli import main
+from xmodal_bench.metrics import Gallery, get_protocol
+from xmodal_bench.metrics.eccv import ECCV_METRIC_NAMES, _stable_top_k, coco_test_ids, package
+from xmodal_bench.metrics.score import score_files
+
+
+@pytest.fixture(scope="module")
+def coco_layout():
+    """Random correlated embeddings on the package's own COCO 5K test ids, captions by owner."""
+    images, captions = coco_test_ids()
+    truth = package().coco_gts["t2i"]
+    row = {int(i): r for r, i in enumerate(images)}
+    owner = np.array([row[truth[int(c)][0]] for c in captions])
+    generator = torch.Generator().manual_seed(0)
+    latent = torch.randn(len(images), 32, generator=generator)
+    image_emb = torch.nn.functional.normalize(
+        latent + 0.5 * torch.randn(latent.shape, generator=generator), dim=1
+    )
+    noise = torch.randn(len(captions), 32, generator=generator)
+    text_emb = torch.nn.functional.normalize(latent[owner] + 1.5 * noise, dim=1)
+    return images, captions, torch.from_numpy(owner), image_emb, text_emb
+
+
+def _package_evaluation(images, captions, image_emb, text_emb, k: int = 60) -> dict[str, float]:
+    """The package's compute_all_metrics on plain top-k lists from the whole score matrix (chunked)."""
+
+    def lists(queries, gallery, query_ids, gallery_ids):
+        out = {}
+        for start in range(0, len(queries), 2000):
+            top = (queries[start : start + 2000] @ gallery.T).topk(k, dim=1).indices.numpy()
+            out.update(zip(query_ids[start : start + 2000].tolist(), gallery_ids[top].tolist(), strict=True))
+        return out
+
+    i2t = lists(image_emb, text_emb, images, captions)
+    t2i = lists(text_emb, image_emb, captions, images)
+    targets = ("cxc_recalls", "eccv_map_at_r", "eccv_rprecision", "eccv_r1")
+    with contextlib.redirect_stderr(io.StringIO()):
+        scores = package().compute_all_metrics(i2t, t2i, target_metrics=targets, Ks=(1, 5, 10))
+    out = {}
+    for name in ECCV_METRIC_NAMES:
+        family, metric = name.split("/")
+        direction, _, what = metric.partition("_")
+        out[name] = 100 * float(scores[f"{family}_{what}"][direction])
+    return out
+
+
+def test_eccv_and_cxc_equal_the_package_and_ignore_row_order(coco_layout) -> None:
+    images, captions, owner, image_emb, text_emb = coco_layout
+    coco = get_protocol("coco")
+    gallery = Gallery(owner, image_emb, text_emb, image_ids=images, caption_ids=captions)
+    mine, note = coco.id_metrics(gallery)
+    assert note is None and list(mine) == list(ECCV_METRIC_NAMES)
+    expected = _package_evaluation(images, captions, image_emb, text_emb)
+    assert mine == pytest.approx(expected, abs=1e-9)
+    assert 0 < mine["eccv/t2i_map_at_r"] < 100  # not a degenerate layout
+    # rows shuffled together with their ids (and the owners renumbered): the same numbers
+    generator = torch.Generator().manual_seed(1)
+    image_perm = torch.randperm(len(images), generator=generator)
+    caption_perm = torch.randperm(len(captions), generator=generator)
+    new_row = torch.empty_like(image_perm)
+    new_row[image_perm] = torch.arange(len(images))
+    shuffled = Gallery(
+        new_row[owner[caption_perm]],
+        image_emb[image_perm],
+        text_emb[caption_perm],
+        image_ids=images[image_perm.numpy()],
+        caption_ids=captions[caption_perm.numpy()],
+    )
+    again, _ = coco.id_metrics(shuffled)
+    assert again == pytest.approx(mine, abs=1e-9)
+
+
+def test_score_command_adds_them_and_notes_other_ids(coco_layout, tmp_path, capsys) -> None:
+    images, captions, owner, image_emb, text_emb = coco_layout
+    paths = {name: tmp_path / f"{name}.npy" for name in ("I", "T", "o", "ii", "ci", "bad")}
+    for name, value in (("I", image_emb), ("T", text_emb), ("o", owner), ("ii", images), ("ci", captions)):
+        np.save(paths[name], np.asarray(value))
+    common = ["score", "--image-embeddings", str(paths["I"]), "--text-embeddings", str(paths["T"])]
+    common += ["--text-to-image", str(paths["o"])]
+    notes: list[str] = []
+    got = score_files(
+        paths["I"],
+        paths["T"],
+        "coco5k",
+        text_to_image=paths["o"],
+        image_ids=paths["ii"],
+        caption_ids=paths["ci"],
+        notes=notes,
+    )
+    assert not notes and set(ECCV_METRIC_NAMES) <= set(got) and "rsum" in got
+    bad = images.copy()
+    bad[0] = 1  # not a COCO test image
+    np.save(paths["bad"], bad)
+    assert (
+        main(
+            [
+                *common,
+                "--protocol",
+                "coco",
+                "--image-ids",
+                str(paths["bad"]),
+                "--caption-ids",
+                str(paths["ci"]),
+            ]
+        )
+        == 0
+    )
+    out, err = capsys.readouterr()
+    assert "eccv/i2t_r1" not in out and "5k/rsum" in out
+    assert err.count("\n") == 1 and err.startswith("xmodal-bench: note: ECCV Caption / CxC metrics left out")
+    assert main([*common, "--protocol", "coco", "--image-ids", str(paths["ii"])]) == 2
+    assert capsys.readouterr().err.startswith(
+        "xmodal-bench: error: --image-ids and --caption-ids go together"
+    )
+    assert (
+        main(
+            [
+                *common,
+                "--protocol",
+                "coco1k",
+                "--image-ids",
+                str(paths["ii"]),
+                "--caption-ids",
+                str(paths["ci"]),
+            ]
+        )
+        == 2
+    )
+    assert "coco or coco5k" in capsys.readouterr().err
+
+
+def test_stable_top_k_breaks_ties_by_index_like_a_stable_sort() -> None:
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 4, (50, 30), generator=generator).float()
+    for k in (1, 5, 29, 30):
+        expected = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+        assert torch.equal(_stable_top_k(scores, k), expected)
+
+
+def test_a_dataset_without_ids_or_of_another_size_gets_one_note() -> None:
+    coco = get_protocol("coco")
+    owner = torch.arange(20) // 4
+    gallery = Gallery(owner, torch.eye(5, 8), torch.eye(8)[owner % 8])
+    assert coco.id_metrics(gallery) == (
+        {},
+        "ECCV Caption / CxC metrics left out: the dataset has no image and caption ids",
+    )
+    from dataclasses import replace
+
+    metrics, note = coco.id_metrics(replace(gallery, image_ids=np.arange(5), caption_ids=np.arange(20)))
+    assert metrics == {} and "not the COCO 5K test split" in note
+    assert sys.modules["eccv_caption"]  # the package is a dependency, imported on use

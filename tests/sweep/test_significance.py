@@ -1,0 +1,118 @@
+"""Paired bootstrap (`report.significance`), `xmodal-bench compare` and the leaderboard's intervals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xmodal_bench.cli import main
+from xmodal_bench.metrics import get_protocol
+from xmodal_bench.report.ranks import save_ranks
+from xmodal_bench.report.results import RESULTS_FILE, RESULTS_SCHEMA
+from xmodal_bench.report.significance import distribution, draw, interval, p_value
+from xmodal_bench.report.tables import build_leaderboard
+
+
+def _r1(ranks):
+    return {"r1": float((ranks["t2i"] < 1).double().mean() * 100)}
+
+
+def test_the_interval_covers_the_true_value_at_its_nominal_rate() -> None:
+    """Queries hit at R@1 with probability p: the 95% interval holds 100 p about 95% of the time."""
+    generator = torch.Generator().manual_seed(0)
+    p, n, trials, covered = 0.3, 200, 150, 0
+    for trial in range(trials):
+        ranks = {"t2i": (torch.rand(n, generator=generator) >= p).long() * 7}
+        low, high = interval(distribution(_r1, ranks, draw(ranks, resamples=300, seed=trial))["r1"])
+        covered += low <= 100 * p <= high
+    # binomial(150, 0.95): sd 1.8%; percentile intervals run slightly narrow at n = 200
+    assert 0.89 <= covered / trials <= 0.99
+
+
+def test_p_value_of_identical_and_separated_distributions() -> None:
+    assert p_value(np.zeros(100)) == 1.0
+    assert p_value(np.full(100, 2.0)) == 0.0
+    assert p_value(np.linspace(-1, 3, 101)) == pytest.approx(2 * 26 / 101)
+
+
+def _run(
+    root: Path, name: str, ranks: dict, dataset: str = "synth", method: str = "clip", seed: int = 0
+) -> Path:
+    folder = root / dataset / method / name
+    folder.mkdir(parents=True)
+    metrics = get_protocol("caption").metrics(ranks)
+    record = {
+        "schema": RESULTS_SCHEMA,
+        "method": method,
+        "dataset": dataset,
+        "protocol": "caption",
+        "scale": "tiny",
+        "seed": seed,
+        "config_id": name.split("-")[0],
+        "primary_mode": "global",
+        "metrics": metrics,
+        "modes": {"global": {"metrics": metrics}},
+        "efficiency": {},
+    }
+    (folder / RESULTS_FILE).write_text(json.dumps(record))
+    save_ranks(folder, {"global": ranks})
+    return folder
+
+
+def _ranks(seed: int, shift: float = 0.0) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    i2t = (torch.rand(60, generator=generator) * (8 + shift)).long()
+    t2i = (torch.rand(300, generator=generator) * (12 + shift)).long()
+    return {"i2t": i2t, "t2i": t2i}
+
+
+def _nudged(ranks: dict, queries: int) -> dict:
+    """The same ranks with the first `queries` text queries one place lower."""
+    t2i = ranks["t2i"].clone()
+    t2i[:queries] += 1
+    return {"i2t": ranks["i2t"], "t2i": t2i}
+
+
+def test_compare_a_run_with_itself_and_with_a_worse_one(tmp_path, capsys) -> None:
+    good = _run(tmp_path, "a", _ranks(0))
+    worse = _run(tmp_path, "b", _ranks(1, shift=30.0))
+    assert main(["compare", str(good), str(good), "--json", "--resamples", "200"]) == 0
+    rows = json.loads(capsys.readouterr().out)["metrics"]
+    assert [r["metric"] for r in rows] == list(get_protocol("caption").metric_names)
+    assert all(r["difference"] == 0 and r["low"] == 0 and r["high"] == 0 and r["p"] == 1.0 for r in rows)
+    assert main(["compare", str(good), str(worse), "--resamples", "200"]) == 0
+    table = capsys.readouterr().out
+    rsum = next(line for line in table.splitlines() if line.startswith("rsum"))
+    assert float(rsum.split()[-1]) < 0.01  # a p-value near 0
+    other = _run(tmp_path, "c", _ranks(2), dataset="f30k")
+    assert main(["compare", str(good), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xmodal-bench: error: the runs are on different datasets") and err.count("\n") == 1
+    assert main(["compare", str(good), str(tmp_path / "nowhere")]) == 2
+    assert "is not a run folder" in capsys.readouterr().err
+
+
+def test_leaderboard_rows_carry_intervals_and_ties_with_the_best_are_marked(tmp_path) -> None:
+    from xmodal_bench.report.results import find_results
+
+    _run(tmp_path, "a-s0", _ranks(0), method="clip", seed=0)
+    _run(tmp_path, "a-s1", _nudged(_ranks(0), 3), method="clip", seed=1)
+    _run(tmp_path, "b-s0", _nudged(_ranks(0), 5), method="irra")  # a few queries apart: a tie
+    _run(tmp_path, "c-s0", _ranks(5, shift=40.0), method="tgdt")  # clearly worse
+    board = build_leaderboard(find_results(tmp_path), "synth")
+    by_method = {row.method: row for row in board.rows}
+    assert set(by_method) == {"clip", "irra", "tgdt"}
+    for row in board.rows:
+        low, high = row.intervals["rsum"]
+        assert low <= row.mean("rsum") <= high or row.seeds > 1
+    best = max(board.rows, key=lambda r: r.mean("rsum"))
+    assert "rsum" not in by_method["tgdt"].not_below_best
+    assert "rsum" in next(r for r in board.rows if r is not best and r.method != "tgdt").not_below_best
+    markdown = board.markdown()
+    assert "paired-bootstrap 95% interval" in markdown and "†" in markdown
+    record = board.records()[0]
+    assert {"rsum_ci_low", "rsum_ci_high", "rsum_not_below_best"} <= set(record)
