@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from datamodules import RetrievalDataModule, ensure_synthetic, read_manifest
 from xmodal_bench.config import with_values
 from xmodal_bench.errors import UserError
-from xmodal_bench.registry import dataset_info
+from xmodal_bench.registry import dataset_info, parse_method_spec
 
 
 def ensure_dataset(cfg: DictConfig) -> None:
@@ -39,7 +39,15 @@ def prepare_data(cfg: DictConfig) -> DictConfig:
     root = Path(cfg.data.root)
     splits = [s for s in (cfg.data.train_split, cfg.data.val_split, cfg.data.test_split) if s]
     lenient = [cfg.data.train_split] if cfg.data.on_error == "skip" else []
-    train = read_manifest(root, cfg.data.name, splits=splits, lenient=lenient)["splits"][cfg.data.train_split]
+    manifest = read_manifest(root, cfg.data.name, splits=splits, lenient=lenient)
+    if cfg.data.train_split is None:  # an evaluation-only set (e.g. a CLIP_benchmark test export)
+        if parse_method_spec(str(cfg.method))[0].cls.trains:
+            raise UserError(
+                f"dataset {cfg.data.name!r} has no train split (splits: {', '.join(manifest['splits'])}); "
+                f"evaluate it without training: xmodal-bench zeroshot --data {cfg.data.name}"
+            )
+        return with_values(cfg, {"data": {"train_images": None, "train_identities": None}})
+    train = manifest["splits"][cfg.data.train_split]
     identities = train["identities"] if train["identities"] is not None else train["images"]
     return with_values(cfg, {"data": {"train_images": train["images"], "train_identities": identities}})
 
