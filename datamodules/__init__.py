@@ -2,7 +2,7 @@
 
 Public API (see each module's docstring for the details):
 
-- `DatasetWriter` (writer): one sample per image into `{root}/{dataset}/{split}/shard-*.tar` + manifest.
+- `DatasetWriter` (writer): one sample per image into `{root}/{dataset}/{split}/{k}.tar` + manifest (CLIP_benchmark reads it too).
 - `read_manifest`, `write_manifest`, `FORMAT_VERSION`, ... (manifest): the integrity contract.
 - `generate_synthetic`, `ensure_synthetic` (synthetic_sets): the built-in `synth`, `synth_reid`
   and `synth_pretrain` sets (their worlds: `synthetic`, `synthetic_pretrain`).

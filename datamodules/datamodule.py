@@ -12,6 +12,8 @@
   {image, image_index, pid, valid}, caption batches {text, caption_index, image_index, pid, valid};
   every item once over all ranks, every rank the same number of batches (masked padding).
 - `split_counts(split)` / `manifest` / `protocol` let the evaluation assert gathered counts.
+- `split_ids(split)`: the source's image ids (gallery order) and caption ids (query order) of a
+  split, for id-based protocols (ECCV Caption, CxC) and joins with other tools.
 
 Rank and world size come from the attached Trainer in `setup` (or the explicit `rank` /
 `world_size` arguments, which win); never from environment variables. The manifest is checked
@@ -28,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
 from datamodules.manifest import SYNTHETIC_NAMES, read_manifest, shard_paths
@@ -37,6 +40,7 @@ from datamodules.streams import (
     EvalImageStream,
     EvalTextStream,
     TrainStream,
+    read_split_ids,
     shard_infos,
 )
 from datamodules.transforms import AUGMENTATIONS
@@ -141,6 +145,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self._train_stream: TrainStream | None = None
         self._manifest: dict[str, Any] | None = None
         self._loaders: weakref.WeakSet[torch.utils.data.DataLoader] = weakref.WeakSet()
+        self._ids: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
 
     # -- Lightning hooks ---------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -233,6 +238,21 @@ class RetrievalDataModule(L.LightningDataModule):
         info = self._split_info(split)
         return info["images"], info["captions"]
 
+    def split_ids(self, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(image ids, caption ids) of `split`, or None when the set carries no ids (manifest format 1).
+
+        Image ids are in gallery order (image index 0..N-1) and caption ids in query order
+        (caption index 0..M-1), the orders the evaluation loops gather embeddings in. Ids are
+        as the source gives them (COCO: `cocoid` and Karpathy `sentids`; Flickr30K: photo id and
+        `sentids`; sets without caption ids: `{image_id}#{k}`): int64 arrays when every id of the
+        kind is a decimal integer, else string arrays. Read once per split from the samples'
+        metadata (no image decoded) and cached.
+        """
+        if split not in self._ids:
+            ids = read_split_ids(self._shards(split))
+            self._ids[split] = None if ids is None else (_id_array(ids[0]), _id_array(ids[1]))
+        return self._ids[split]
+
     def num_pids(self, split: str = "train") -> int:
         """Number of distinct pids in `split` (identities for person sets, images for caption sets)."""
         info = self._split_info(split)
@@ -296,6 +316,13 @@ class RetrievalDataModule(L.LightningDataModule):
         """Batches of the current epoch the trainer has processed (saved in checkpoints to resume)."""
         trainer = self.trainer
         return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed) if trainer is not None else 0
+
+
+def _id_array(ids: list[str]) -> np.ndarray:
+    """int64 when every id is a decimal integer (COCO, Flickr30K), else a string array."""
+    if ids and all(i.isdecimal() and i.isascii() for i in ids):
+        return np.array([int(i) for i in ids], dtype=np.int64)
+    return np.array(ids, dtype=str)
 
 
 def shutdown_workers(loader: torch.utils.data.DataLoader) -> None:

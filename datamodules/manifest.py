@@ -1,9 +1,9 @@
 """The dataset manifest: `{root}/{dataset}/manifest.json`, the one file that says a dataset is complete.
 
-Layout of the manifest (FORMAT_VERSION 1)::
+Layout of the manifest (FORMAT_VERSION 2)::
 
     {
-      "format_version": 1,
+      "format_version": 2,
       "dataset": "synth",
       "protocol": "caption" | "person",
       "command": "xmodal-bench data synth --name synth --out data",   # how to (re)create it
@@ -12,13 +12,19 @@ Layout of the manifest (FORMAT_VERSION 1)::
       "splits": {
         "train": {
           "images": 4000, "captions": 20000, "identities": null,   # identities: person sets only
-          "shards": [{"name": "shard-000000.tar", "images": 500, "captions": 2500,
+          "shards": [{"name": "0.tar", "images": 500, "captions": 2500,
                       "size": 123456, "sha256": "..."}, ...]
         }, ...
       }
     }
 
-Shard `name`s are file names inside `{root}/{dataset}/{split}/`, listed in sample order.
+Shard `name`s are file names inside `{root}/{dataset}/{split}/`, listed in sample order; in
+format 2 they are `0.tar, 1.tar, ...` (CLIP_benchmark's names, with `{split}/nshards.txt` and
+`dataset_type.txt` beside them) and every sample's `json` carries `caption_ids`.
+
+Versions: format 2 is written. Format 1 (shards `shard-{k:06d}.tar`, no caption ids, no
+CLIP_benchmark files) still reads, with one warning naming the command that re-creates the set
+in format 2; any other version is refused with one line naming that command.
 
 Integrity policy (`read_manifest(..., verify=...)`):
 - always: the manifest exists, parses, has this FORMAT_VERSION and a sane structure, every shard
@@ -48,7 +54,8 @@ from typing import Any
 from xmodal_bench.atomic import atomic_write_json
 from xmodal_bench.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: before CLIP_benchmark's shard names and caption ids
 MANIFEST_NAME = "manifest.json"
 VERIFIED_NAME = ".verified.json"
 SYNTHETIC_NAMES = ("synth", "synth_reid", "synth_pretrain")
@@ -58,6 +65,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "PROTOCOLS",
+    "READABLE_VERSIONS",
     "SYNTHETIC_NAMES",
     "dataset_dir",
     "file_sha256",
@@ -134,14 +142,18 @@ def read_manifest(
     if not isinstance(manifest, dict):
         raise UserError(f"bad manifest {path} (not a JSON object); re-create the dataset with: {fix}")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise UserError(
-            f"manifest {path} has format version {version!r}, this xmodal-bench reads {FORMAT_VERSION}; "
-            f"re-create the dataset with: {fix}"
-        )
     if isinstance(manifest.get("command"), str) and manifest["command"]:
         fix = manifest["command"]
-    _check_structure(manifest, where=str(path), fix=f"re-create the dataset with: {fix}")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise UserError(
+            f"manifest {path} has format version {version!r}, this xmodal-bench reads "
+            f"{' and '.join(map(str, READABLE_VERSIONS))}; re-create the dataset with: {fix}"
+        )
+    _check_structure(
+        manifest, where=str(path), fix=f"re-create the dataset with: {fix}", versions=READABLE_VERSIONS
+    )
+    if version != FORMAT_VERSION:
+        _warn_old(path, version, fix)
     if manifest["dataset"] != dataset:
         raise UserError(
             f"manifest {path} describes dataset '{manifest['dataset']}', not '{dataset}'; "
@@ -206,6 +218,24 @@ def _check_shards(
             atomic_write_json(record_path, record)
 
 
+_warned_old: set[str] = set()
+
+
+def _warn_old(path: Path, version: int, fix: str) -> None:
+    """One warning per manifest and process: an older format still reads, without the newer parts."""
+    if str(path) in _warned_old:
+        return
+    _warned_old.add(str(path))
+    logging.getLogger("xmodal_bench.data").warning(
+        "%s is in manifest format %s (no caption ids, not readable by CLIP_benchmark); it still "
+        "reads; to get format %s re-create it with: %s",
+        path,
+        version,
+        FORMAT_VERSION,
+        fix,
+    )
+
+
 def _load_record(path: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -226,14 +256,17 @@ def seed_verified_record(directory: str | os.PathLike, manifest: Mapping[str, An
     atomic_write_json(base / VERIFIED_NAME, record)
 
 
-def _check_structure(manifest: dict[str, Any], where: str, fix: str) -> None:
-    """Raise a one-line UserError unless `manifest` has the FORMAT_VERSION structure and consistent counts."""
+def _check_structure(
+    manifest: dict[str, Any], where: str, fix: str, versions: Collection[int] = (FORMAT_VERSION,)
+) -> None:
+    """Raise a one-line UserError unless `manifest` has a known version's structure and consistent counts."""
 
     def bad(why: str) -> UserError:
         return UserError(f"bad manifest {where}: {why}; {fix}")
 
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise bad(f"format_version must be {FORMAT_VERSION}")
+    version = manifest.get("format_version")
+    if isinstance(version, bool) or version not in versions:
+        raise bad(f"format_version must be {' or '.join(map(str, versions))}")
     if not isinstance(manifest.get("dataset"), str) or not manifest["dataset"]:
         raise bad("'dataset' must be a non-empty string")
     if manifest.get("protocol") not in PROTOCOLS:
@@ -251,12 +284,14 @@ def _check_structure(manifest: dict[str, Any], where: str, fix: str) -> None:
         if identities is not None and not isinstance(identities, int):
             raise bad(f"split '{split}': 'identities' must be an integer or null")
         images = captions = 0
-        for shard in info["shards"]:
+        for k, shard in enumerate(info["shards"]):
             if not isinstance(shard, dict):
                 raise bad(f"split '{split}': shard entries must be objects")
             name = shard.get("name")
             if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
                 raise bad(f"split '{split}': bad shard name {name!r}")
+            if version >= 2 and name != f"{k}.tar":
+                raise bad(f"split '{split}': shard {k} must be named '{k}.tar', not {name!r}")
             for key in ("images", "captions", "size"):
                 if not isinstance(shard.get(key), int) or shard[key] < 0:
                     raise bad(f"shard {split}/{name} needs an integer '{key}'")

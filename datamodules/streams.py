@@ -64,6 +64,7 @@ __all__ = [
     "ShardInfo",
     "TrainStream",
     "decode_image",
+    "read_split_ids",
 ]
 
 Tokenizer = Callable[[list[str]], torch.Tensor]
@@ -204,6 +205,25 @@ def _samples(
             f"shard ends after {position + 1} samples, the manifest says {shard.images}",
             fix,
         )
+
+
+def read_split_ids(shards: Sequence[ShardInfo]) -> tuple[list[str], list[str]] | None:
+    """(image ids in image-index order, caption ids in caption-index order) of a split, read from
+    the samples' `json` (no image is decoded); None when the samples carry no caption ids (format 1)."""
+    image_ids: list[str] = []
+    caption_ids: list[str] = []
+    for shard in shards:
+        for _, sample in _samples(shard, shard.images, json_only=True):
+            ids = sample.meta.get("caption_ids")
+            if ids is None:
+                return None
+            if not isinstance(ids, list) or len(ids) != len(sample.meta["captions"]):
+                raise _corrupt(
+                    shard.path, sample.key, sample.position, "caption_ids do not match the captions", EVAL_FIX
+                )
+            image_ids.append(str(sample.meta.get("image_id")))
+            caption_ids.extend(str(i) for i in ids)
+    return image_ids, caption_ids
 
 
 def _caption_items(

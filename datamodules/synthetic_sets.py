@@ -23,7 +23,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from datamodules import synthetic, synthetic_pretrain
-from datamodules.manifest import dataset_dir, read_manifest, recreate_command
+from datamodules.manifest import FORMAT_VERSION, dataset_dir, read_manifest, recreate_command
 from datamodules.writer import DatasetWriter, dataset_lock
 from xmodal_bench.errors import UserError
 
@@ -142,7 +142,8 @@ def synthetic_is_current(out_root: str | os.PathLike, name: str, seed: int = 0, 
         manifest = read_manifest(out_root, name, verify=False)
     except UserError:
         return False
-    return manifest.get("generator") == expected
+    # an older format still reads, but a synthetic set is cheap to write again in the current one
+    return manifest.get("format_version") == FORMAT_VERSION and manifest.get("generator") == expected
 
 
 def ensure_synthetic(

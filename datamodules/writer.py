@@ -2,10 +2,16 @@
 
 Used by every converter and by the synthetic generator. Guarantees:
 - one sample per image: `__key__` = `{split}-{index:08d}`, the image bytes as given under their
-  extension (`jpg`/`png`/`webp`), `json` = {"image_id", "captions", "pid", "split", "source"} and
-  `txt` = the captions joined by newlines (CLIP_benchmark's retrieval loader reads that);
-- shards `{root}/{dataset}/{split}/shard-{k:06d}.tar`, at most `max_images_per_shard` images
-  (and, if set, about `max_shard_bytes` bytes) each;
+  extension (`jpg`/`png`/`webp`), `json` = {"image_id", "caption_ids", "captions", "pid", "split",
+  "source"} and `txt` = the captions joined by newlines (CLIP_benchmark's retrieval loader reads that);
+- ids: `image_id` as the source gives it, and one id per caption (`caption_ids`, as the source
+  gives them, else `{image_id}#{k}`, the Flickr30K token-file convention); all strings, unique
+  within a split;
+- shards `{root}/{dataset}/{split}/{k}.tar` (k = 0, 1, ...), at most `max_images_per_shard`
+  images (and, if set, about `max_shard_bytes` bytes) each, plus `{split}/nshards.txt` and
+  `dataset_type.txt` (`retrieval`) at the dataset root: CLIP_benchmark's `wds/` loader
+  (`build_wds_dataset`) reads the folder as it is. The manifest stays the source of truth
+  (those two files are derived from it and written with it);
 - deterministic: same calls => byte-identical shards (fixed tar mtime/owner/mode, sorted members);
 - crash-safe: everything is written into a hidden staging folder `{root}/.{dataset}.partial-*`;
   only a successful `close()` writes the manifest there and swaps the folder into place. An
@@ -43,18 +49,34 @@ try:  # POSIX advisory locks; elsewhere writers are simply not serialised.
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["IMAGE_EXTENSIONS", "SPLIT_ORDER", "DatasetWriter", "dataset_lock", "shard_name"]
+__all__ = [
+    "DATASET_TYPE_NAME",
+    "IMAGE_EXTENSIONS",
+    "NSHARDS_NAME",
+    "SPLIT_ORDER",
+    "DatasetWriter",
+    "caption_ids_for",
+    "dataset_lock",
+    "shard_name",
+]
 
 IMAGE_EXTENSIONS = ("jpg", "png", "webp")
 SPLIT_ORDER = ("train", "val", "test")
 TAR_MTIME = 0  # fixed member mtime => reproducible tars (an int: a float forces a PAX header)
 _SPLIT_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _EXT_ALIASES = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}
+NSHARDS_NAME = "nshards.txt"  # per split: the shard count (CLIP_benchmark globs {0..N-1}.tar)
+DATASET_TYPE_NAME = "dataset_type.txt"  # at the dataset root: `retrieval` for CLIP_benchmark
 
 
 def shard_name(k: int) -> str:
-    """File name of the k-th shard of a split."""
-    return f"shard-{k:06d}.tar"
+    """File name of the k-th shard of a split (CLIP_benchmark's `{k}.tar`)."""
+    return f"{k}.tar"
+
+
+def caption_ids_for(image_id: str, count: int) -> list[str]:
+    """Stable caption ids for a source that has none: `{image_id}#{k}` (Flickr30K's token files)."""
+    return [f"{image_id}#{k}" for k in range(count)]
 
 
 _locks: dict[str, list[Any]] = {}  # path -> [file object, depth]
@@ -102,6 +124,7 @@ class _SplitState:
         self.pids: set[int] = set()
         self.pid_kinds: set[bool] = set()  # {True} person split, {False} caption split
         self.image_ids: set[str] = set()
+        self.caption_ids: set[str] = set()
         self.shards: list[dict[str, Any]] = []
         self.file: Any = None
         self.tar: TarWriter | None = None
@@ -185,8 +208,12 @@ class DatasetWriter:
         captions: Sequence[str],
         pid: int | None = None,
         source: str = "",
+        caption_ids: Sequence[str | int] | None = None,
     ) -> str:
-        """Append one image (with all its captions) to `split`; returns its key `{split}-{index:08d}`."""
+        """Append one image (with all its captions) to `split`; returns its key `{split}-{index:08d}`.
+
+        `caption_ids`: one id per caption as the source gives them (default `{image_id}#{k}`).
+        """
         if self._closed:
             raise RuntimeError("DatasetWriter is closed")
         self.open()
@@ -206,7 +233,16 @@ class DatasetWriter:
         image_id = str(image_id)
         if image_id in state.image_ids:
             raise ValueError(f"duplicate image_id {image_id!r} in split {split!r}")
+        if caption_ids is None:
+            cap_ids = caption_ids_for(image_id, len(captions))
+        else:
+            cap_ids = [str(c) for c in caption_ids]
+            if len(cap_ids) != len(captions) or not all(cap_ids):
+                raise ValueError(f"image {image_id!r}: need one non-empty caption id per caption")
+        if len(set(cap_ids)) != len(cap_ids) or not state.caption_ids.isdisjoint(cap_ids):
+            raise ValueError(f"image {image_id!r}: duplicate caption id in split {split!r}")
         state.image_ids.add(image_id)
+        state.caption_ids.update(cap_ids)
         state.pid_kinds.add(pid is not None)
         if len(state.pid_kinds) > 1:
             raise ValueError(f"split {split!r} mixes images with and without pid")
@@ -220,7 +256,14 @@ class DatasetWriter:
         ):
             self._next_shard(state)
         key = f"{split}-{state.images:08d}"
-        meta = {"image_id": image_id, "captions": captions, "pid": pid, "split": split, "source": source}
+        meta = {
+            "image_id": image_id,
+            "caption_ids": cap_ids,
+            "captions": captions,
+            "pid": pid,
+            "split": split,
+            "source": source,
+        }
         sample = {
             "__key__": key,
             ext_norm: bytes(image_bytes),
@@ -244,8 +287,10 @@ class DatasetWriter:
         try:
             for state in self._splits.values():
                 self._finish_shard(state)
+                (state.folder / NSHARDS_NAME).write_text(f"{len(state.shards)}\n", encoding="utf-8")
             manifest = self._build_manifest()
             assert self._staging is not None
+            (self._staging / DATASET_TYPE_NAME).write_text("retrieval\n", encoding="utf-8")
             write_manifest(self._staging, manifest)
             seed_verified_record(self._staging, manifest)
             self._swap_into_place()

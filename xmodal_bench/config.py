@@ -87,7 +87,7 @@ class DataConfig:
     eval_batch_size: int = 256  # per device
     workers: int = 2
     shuffle_buffer: int = 2000
-    train_split: str = "train"
+    train_split: str | None = "train"  # None: an evaluation-only set (zero-shot only)
     val_split: str | None = "val"
     test_split: str = "test"
     synthetic: dict[str, Any] = field(default_factory=dict)  # generator sizes for synth datasets

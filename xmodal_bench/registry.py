@@ -214,7 +214,14 @@ def dataset_info(name: str, root: str | Path | None = None) -> DatasetInfo:
         f"{split} {info.get('images', '?')}" for split, info in splits.items() if isinstance(info, dict)
     )
     protocol = manifest["protocol"]
-    facts = {"data": {"val_split": "val" if "val" in splits else None}}
+    # a split the set lacks is switched off (a CLIP_benchmark export often has a test split only:
+    # `zeroshot` evaluates it; training methods then say that there is no train split)
+    facts = {
+        "data": {
+            "train_split": "train" if "train" in splits else None,
+            "val_split": "val" if "val" in splits else None,
+        }
+    }
     return DatasetInfo(
         name,
         protocol,

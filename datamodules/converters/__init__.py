@@ -10,6 +10,7 @@
 | icfg  | ICFG-PEDES.json, imgs/train/, imgs/test/                       | train / test              |
 | rstp  | data_captions.json, imgs/                                      | train / val / test        |
 | jsonl | one .jsonl file ({"image", "captions", "split", "pid"} lines)  | train / val / test        |
+| wds   | CLIP_benchmark's layout: {split}/nshards.txt, {split}/{k}.tar     | train / val / test        |
 
 One module per format (its docstring records every format decision), on shared parts:
 `annotations` (defensive JSON reading), `records` (entries, bad-input book-keeping), `images`
@@ -29,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from datamodules.converters.engine import ConversionReport, Format
 
-__all__ = ["CONVERTERS", "convert", "get_format"]
+__all__ = ["CONVERTERS", "NAMED", "convert", "get_format"]
 
-CONVERTERS = ("coco", "f30k", "cuhk", "icfg", "rstp", "jsonl")
+CONVERTERS = ("coco", "f30k", "cuhk", "icfg", "rstp", "jsonl", "wds")
+NAMED = ("jsonl", "wds")  # converters whose data decides the name (--name) and the protocol (--protocol)
 
 
 def get_format(name: str) -> Format:

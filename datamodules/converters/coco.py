@@ -11,6 +11,8 @@ Decisions:
   carry are dropped and counted), see `karpathy`;
 - image id = the record's `cocoid` (COCO's own id, so results can be joined with COCO tools),
   or the file name's stem when `cocoid` is absent; `filepath` is required;
+- caption ids = Karpathy's `sentids` (COCO caption annotation ids: what ECCV Caption and CxC
+  key on), kept for the five captions written;
 - image order within a split = file order, which defines the 1K test folds.
 """
 

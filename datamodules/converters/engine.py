@@ -97,6 +97,8 @@ class _Item:
     captions: list[str]
     pid: int | None
     dropped: Counter  # captions the protocol left out of this image, by reason
+    caption_ids: list[str] | None = None  # aligned with `captions`; None: derived by the writer
+    member: tuple[int, int] | None = None  # (offset, size) inside `path` (images stored in tars)
 
 
 @dataclass
@@ -141,8 +143,13 @@ def convert_format(
     shorter_side: int | None = None,
     progress: bool = True,
     command: str | None = None,
+    protocol: str | None = None,
 ) -> ConversionReport:
-    """Convert the dataset at `source` (as distributed) into `{out}/{dataset}`; see the module docstring."""
+    """Convert the dataset at `source` (as distributed) into `{out}/{dataset}`; see the module docstring.
+
+    `protocol`: `caption` or `person` for formats whose protocol the data decides (jsonl, wds):
+    `caption` drops pids, `person` requires one on every image; default: person when any image has one.
+    """
     started = time.perf_counter()
     source = Path(source).expanduser().resolve()
     out = Path(out).expanduser().resolve()
@@ -156,17 +163,28 @@ def convert_format(
         raise UserError(
             f"bad dataset name {dataset!r}: use letters, digits, '_', '.', '-' (not {' or '.join(SYNTHETIC_NAMES)})"
         )
+    if protocol is not None and (protocol not in ("caption", "person") or fmt.person is not None):
+        raise UserError(
+            f"--protocol is for the jsonl and wds converters (caption or person); {fmt.name} is always "
+            f"{'person' if fmt.person else 'caption'}"
+        )
     target = dataset_dir(out, dataset)
     if target == source or target in source.parents:
         raise UserError(f"--out {out} would replace {target}, which holds the source dataset {source}")
-    command = command or _command(fmt, source, out, dataset, skip_bad, shard_images, shorter_side)
+    command = command or _command(fmt, source, out, dataset, skip_bad, shard_images, shorter_side, protocol)
 
     annotation = fmt.read(source)
     problems, dropped = Problems(), Counter()  # dropped: captions left out of the images written
     plan = _plan(fmt, annotation, problems, progress)
-    person = fmt.person if fmt.person is not None else any(item.pid is not None for item in plan)
+    if protocol is not None:
+        person = protocol == "person"
+    else:
+        person = fmt.person if fmt.person is not None else any(item.pid is not None for item in plan)
     if person:
         plan = _require_pids(plan, problems)
+    else:
+        for item in plan:
+            item.pid = None  # a caption set: the gallery is matched by image, not identity
     if problems and not skip_bad:
         raise _bad_input(fmt, source, problems)
     if not plan:
@@ -208,7 +226,16 @@ def convert_format(
             pid = item.pid
             if person and item.split == "train":
                 pid = pid_map.setdefault(item.pid, len(pid_map))  # type: ignore[arg-type]
-            writer.add(item.split, payload.data, payload.ext, item.image_id, item.captions, pid, item.rel)
+            writer.add(
+                item.split,
+                payload.data,
+                payload.ext,
+                item.image_id,
+                item.captions,
+                pid,
+                item.rel,
+                caption_ids=item.caption_ids,
+            )
             dropped.update(item.dropped)
             written += 1
         if problems and not skip_bad:
@@ -240,6 +267,7 @@ def _plan(fmt: Format, annotation: Annotation, problems: Problems, progress: boo
     plan: list[_Item] = []
     seen_paths: dict[str, str] = {}
     seen_ids: dict[str, str] = {}
+    seen_caption_ids: dict[str, str] = {}
     expected = ", ".join(repr(s) for s in fmt.splits)
     with tqdm(
         annotation.entries,
@@ -259,26 +287,54 @@ def _plan(fmt: Format, annotation: Annotation, problems: Problems, progress: boo
                 continue
             assert entry.path is not None and entry.captions is not None
             captions = [clean_caption(c) for c in entry.captions]
-            kept = [c for c in captions if c]
-            if not kept:
+            ids = entry.caption_ids
+            if ids is not None and len(ids) != len(captions):
+                problems.add(
+                    "malformed_record",
+                    f"{entry.where}: {len(ids)} caption ids for {len(captions)} captions",
+                )
+                continue
+            pairs = [(c, None if ids is None else ids[k]) for k, c in enumerate(captions) if c]
+            if not pairs:
                 problems.add("empty_captions", f"{entry.rel} ({entry.where})")
                 continue
-            drops = Counter({"empty captions": len(captions) - len(kept)})
-            if fmt.max_captions is not None and len(kept) > fmt.max_captions:
+            drops = Counter({"empty captions": len(captions) - len(pairs)})
+            if fmt.max_captions is not None and len(pairs) > fmt.max_captions:
                 drops[f"captions beyond the first {fmt.max_captions} of an image"] = (
-                    len(kept) - fmt.max_captions
+                    len(pairs) - fmt.max_captions
                 )
-                kept = kept[: fmt.max_captions]
+                pairs = pairs[: fmt.max_captions]
+            kept = [c for c, _ in pairs]
+            kept_ids = None if ids is None else [str(i) for _, i in pairs]
             path_key = os.path.normcase(os.path.normpath(entry.path))
+            if entry.member is not None:  # many images in one file (a tar): the member is the image
+                path_key = f"{path_key}@{entry.member[0]}"
             first = seen_paths.get(path_key) or seen_ids.get(entry.image_id)
             if first is not None:
                 problems.add("duplicate_image", f"{entry.rel} ({entry.where}; also {first})")
                 continue
+            clash = next((seen_caption_ids[i] for i in kept_ids or () if i in seen_caption_ids), None)
+            if clash is not None or (kept_ids is not None and len(set(kept_ids)) != len(kept_ids)):
+                problems.add("duplicate_caption_id", f"{entry.rel} ({entry.where}; also {clash or 'itself'})")
+                continue
             seen_paths[path_key] = seen_ids[entry.image_id] = entry.where
+            seen_caption_ids.update(dict.fromkeys(kept_ids or (), entry.where))
             if not entry.path.is_file():
                 problems.add("missing_image", f"{entry.path} ({entry.where})")
                 continue
-            plan.append(_Item(split, entry.path, entry.rel, entry.image_id, kept, entry.pid, +drops))
+            plan.append(
+                _Item(
+                    split,
+                    entry.path,
+                    entry.rel,
+                    entry.image_id,
+                    kept,
+                    entry.pid,
+                    +drops,
+                    kept_ids,
+                    entry.member,
+                )
+            )
     return plan
 
 
@@ -298,7 +354,10 @@ def _require_pids(plan: list[_Item], problems: Problems) -> list[_Item]:
 
 def _load(item: _Item, shorter_side: int | None = None) -> ImagePayload | BadImage:
     try:
-        payload = load_image(item.path)
+        if item.member is None:
+            payload = load_image(item.path)
+        else:  # an image inside a tar (wds): its bytes at their offset, its name's extension
+            payload = load_image(item.path, item.member, Path(item.rel).suffix)
     except BadImage as exc:
         return exc
     return payload if shorter_side is None else shrink_image(payload, shorter_side)
@@ -340,6 +399,7 @@ def _command(
     skip_bad: bool,
     shard_images: int,
     shorter_side: int | None = None,
+    protocol: str | None = None,
 ) -> str:
     parts = ["xmodal-bench", "data", "convert", fmt.name, "--source", str(source), "--out", str(out)]
     if dataset != fmt.name:
@@ -350,6 +410,8 @@ def _command(
         parts += ["--shard-images", str(shard_images)]
     if shorter_side is not None:
         parts += ["--shorter-side", str(shorter_side)]
+    if protocol is not None:
+        parts += ["--protocol", protocol]
     return shlex.join(parts)
 
 

@@ -8,7 +8,9 @@ Decisions:
 - splits: `train` -> train (29,000 images), `val` -> val (1,014), `test` -> test (1,000, the
   "1K test" every paper reports); there is no `restval` in this file, so one is bad input;
 - five captions per image in every split (`raw`, whitespace-normalised), see `karpathy`;
-- image id = the file name's stem, i.e. the Flickr photo id (`1000092795`);
+- image id = the file name's stem, i.e. the Flickr photo id (`1000092795`), which other
+  Flickr30K files (Entities, the token file) key on; Karpathy's `imgid` is only a position;
+- caption ids = Karpathy's `sentids` (`sentid` of each sentence);
 - image order within a split = file order.
 """
 

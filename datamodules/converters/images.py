@@ -63,10 +63,21 @@ class ImagePayload:
     resized: bool = False  # downscaled by `shrink_image`
 
 
-def load_image(path: Path) -> ImagePayload:
-    """The bytes of `path` and their shard extension; `BadImage` if missing, empty or undecodable."""
+def load_image(path: Path, member: tuple[int, int] | None = None, suffix: str | None = None) -> ImagePayload:
+    """The bytes of `path` and their shard extension; `BadImage` if missing, empty or undecodable.
+
+    `member`: (offset, size) of the image inside `path` (an image stored in a tar shard);
+    `suffix`: the extension the image is named with (default: `path`'s).
+    """
     try:
-        data = path.read_bytes()
+        if member is None:
+            data = path.read_bytes()
+        else:
+            with open(path, "rb") as f:
+                f.seek(member[0])
+                data = f.read(member[1])
+            if len(data) != member[1]:
+                raise BadImage(f"truncated: {len(data)} of {member[1]} bytes")
     except FileNotFoundError:
         raise BadImage("file not found", "missing_image") from None
     except (OSError, ValueError) as exc:  # ValueError: a NUL or an unencodable character in the name
@@ -91,7 +102,7 @@ def load_image(path: Path) -> ImagePayload:
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
         raise BadImage(f"does not decode ({type(exc).__name__}: {_one_line(exc)})") from None
     assert ext is not None
-    named = _EXT_FORMATS.get(path.suffix.lower())
+    named = _EXT_FORMATS.get((path.suffix if suffix is None else suffix).lower())
     mismatch = named is not None and named != (reencoded or ext).lower()
     return ImagePayload(data, ext, reencoded, mismatch)
 

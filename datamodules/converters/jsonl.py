@@ -9,6 +9,8 @@ Decisions:
 - `image`: a path relative to the folder of the `.jsonl` file (or absolute); it is also the
   image id, so two lines naming the same file are a duplicate image;
 - `captions`: a non-empty list of strings, all kept (whitespace-normalised);
+- `caption_ids` (optional): one id per caption (integers or strings, unique in the file), kept
+  as the samples' caption ids; without it caption k gets `{image}#{k}`;
 - `split`: `train`, `val` or `test`; anything else is bad input (a typo would otherwise create
   a split no one reads);
 - `pid`: an integer identity, or null / absent. If any line has one, the set is a person set
@@ -89,9 +91,25 @@ def _entry(base: Path, line: bytes, where: str) -> Entry:
     captions = get_captions(record, "captions")
     split = get_str(record, "split")
     pid = get_int_id(record, "pid", required=False)
+    caption_ids = record.get("caption_ids")
+    if caption_ids is not None:
+        if not isinstance(caption_ids, list) or not all(
+            isinstance(i, (int, str)) and not isinstance(i, bool) and str(i) for i in caption_ids
+        ):
+            raise RecordError("field 'caption_ids' must be a list of integers or non-empty strings")
+        caption_ids = [str(i) for i in caption_ids]
     path = Path(image).expanduser()
     path = path if path.is_absolute() else base / path
-    return Entry(where, split=split, path=path, rel=image, image_id=image, captions=captions, pid=pid)
+    return Entry(
+        where,
+        split=split,
+        path=path,
+        rel=image,
+        image_id=image,
+        captions=captions,
+        pid=pid,
+        caption_ids=caption_ids,
+    )
 
 
 FORMAT = Format(

@@ -10,6 +10,10 @@ for COCO. We read only those fields, in file order: that order is the protocol's
 Captions are the `raw` strings (not the lowercased `tokens`), whitespace-normalised; the first
 five non-empty ones of every image are kept, in every split (the 5-captions-per-image protocol;
 a few COCO images have six or seven, and the report counts what was dropped).
+
+Caption ids: each sentence's `sentid`, else the record's `sentids` list (same order; both are
+in Karpathy's files, and for COCO they are the COCO caption annotation ids ECCV Caption and CxC
+use); a record with neither gets `{image_id}#{k}` from the writer.
 """
 
 from __future__ import annotations
@@ -71,4 +75,27 @@ def _entry(source: Path, record: Any, where: str, locate: Locate) -> Entry:
     path = resolve_inside(source, rel)
     if path is None:
         raise RecordError(f"image path {rel!r} leaves the dataset folder")
-    return Entry(where, split=split, path=path, rel=rel, image_id=image_id, captions=captions)
+    return Entry(
+        where,
+        split=split,
+        path=path,
+        rel=rel,
+        image_id=image_id,
+        captions=captions,
+        caption_ids=_caption_ids(record, sentences),
+    )
+
+
+def _caption_ids(record: Mapping[str, Any], sentences: list[dict[str, Any]]) -> list[str] | None:
+    """The sentences' `sentid`s, else the record's `sentids`; None when the record has neither."""
+    ids = [s.get("sentid") for s in sentences]
+    if any(i is None for i in ids):
+        ids = record.get("sentids")
+        if ids is None:
+            return None
+        if not isinstance(ids, list) or len(ids) != len(sentences):
+            raise RecordError("field 'sentids' must list one id per sentence")
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, (int, str)) or str(i) == "":
+            raise RecordError(f"caption id {i!r} must be an integer or a non-empty string")
+    return [str(i) for i in ids]

@@ -8,7 +8,8 @@ the layout IRRA and its successors read, so a folder that works for them works h
 Decisions shared by the three:
 - image path = `DIR/imgs/<path>`; a path that already starts with `imgs/` (some re-packaged
   annotation files carry the prefix) is taken relative to `DIR` instead, never `imgs/imgs/`;
-- image id = the annotation's path without that prefix (unique per image);
+- image id = the annotation's path without that prefix (unique per image); the files carry no
+  caption ids, so caption k of an image gets `{image id}#{k}` (stable: derived from the file name);
 - `id` must be an integer (a string of digits is accepted: some copies quote them);
 - all captions of an image are kept (most have two; CUHK-PEDES has a few with more);
 - image order within a split = file order (the gallery order of the reference evaluation).

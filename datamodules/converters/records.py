@@ -40,6 +40,7 @@ BAD_INPUT_KINDS: dict[str, str] = {
     "empty_captions": "empty caption list",
     "unknown_split": "unknown split",
     "duplicate_image": "duplicate image",
+    "duplicate_caption_id": "duplicate caption id",
     "malformed_record": "malformed record",
 }
 EXAMPLES_PER_KIND = 5
@@ -51,7 +52,9 @@ class Entry:
 
     `where` names the record for messages (`reid_raw.json entry 12`, `data.jsonl line 3`);
     `error` is set (and the other fields may be None) when the record itself is malformed.
-    `pid` is the dataset's own identity id (person sets; None for caption sets).
+    `pid` is the dataset's own identity id (person sets; None for caption sets). `caption_ids`:
+    one id per caption as the annotation gives them (COCO / Flickr30K `sentids`), or None when
+    it has none (the writer then derives `{image_id}#{k}`).
     """
 
     where: str
@@ -62,6 +65,8 @@ class Entry:
     captions: list[str] | None = None
     pid: int | None = None
     error: str | None = None
+    caption_ids: list[str] | None = None
+    member: tuple[int, int] | None = None  # (offset, size) of the image inside the file `path` (tars)
 
 
 @dataclass

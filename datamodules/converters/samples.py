@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 __all__ = ["SAMPLE_NAMES", "Sample", "SampleImage", "write_sample"]
 
-SAMPLE_NAMES = ("coco", "f30k", "cuhk", "icfg", "rstp", "jsonl")
+SAMPLE_NAMES = ("coco", "f30k", "cuhk", "icfg", "rstp", "jsonl", "wds")
 
 # default sizes: caption sets in images per split; person sets in identities per split
 DEFAULT_SIZES: dict[str, dict[str, int]] = {
@@ -33,7 +33,9 @@ DEFAULT_SIZES: dict[str, dict[str, int]] = {
     "icfg": {"train": 6, "test": 4},
     "rstp": {"train": 5, "val": 2, "test": 2},
     "jsonl": {"train": 10, "val": 4, "test": 6},
+    "wds": {"train": 9, "test": 7},
 }
+WDS_SHARD_IMAGES = 4  # images per tar in the wds sample (CLIP_benchmark's exporter: maxcount)
 _WORDS = (
     "red",
     "blue",
@@ -60,6 +62,7 @@ class SampleImage:
     image_id: str  # the id a converter should give it
     captions: list[str]  # as written in the annotation (before clean-up)
     pid: int | None = None  # the dataset's own identity id
+    data: bytes | None = None  # the image bytes, when they live inside a tar (wds), not at `rel`
 
 
 @dataclass
@@ -101,6 +104,7 @@ def write_sample(
         "icfg": _icfg,
         "rstp": _rstp,
         "jsonl": _jsonl,
+        "wds": _wds,
     }[name]
     is_person = name in ("cuhk", "icfg", "rstp") or person
     size = image_size or ((48, 16) if is_person else (48, 48))
@@ -128,6 +132,8 @@ def _image_bytes(index: int, size: tuple[int, int], fmt: str, rng: random.Random
     buf = io.BytesIO()
     if fmt == "jpg":
         image.save(buf, "JPEG", quality=90)
+    elif fmt == "webp":
+        image.save(buf, "WEBP", lossless=True)  # as CLIP_benchmark's exporter (PIL_to_bytes("webp"))
     elif fmt == "png":
         image.save(buf, "PNG")
     else:
@@ -294,3 +300,35 @@ def _jsonl(pics, sizes, per_id, rng, person) -> Sample:
             index += 1
     (pics.root / "data.jsonl").write_text("\n".join(lines) + "\n")
     return Sample(pics.root, "", pics.root / "data.jsonl", images)
+
+
+def _wds(pics, sizes, per_id, rng, person) -> Sample:
+    """CLIP_benchmark's retrieval export, written as its `convert_retrieval_dataset` does: per split a
+    `webdataset.ShardWriter` on `{split}/%d.tar`, keys `s%07d` restarting in every split, the image
+    under its format's extension (webp, the exporter's default; some jpg), `txt` = the captions
+    joined by newlines with any newline inside a caption escaped as `\\n`, then `nshards.txt`
+    and `dataset_type.txt`."""
+    from webdataset import ShardWriter
+
+    root = pics.root
+    (root / "dataset_type.txt").write_text("retrieval\n")
+    images, index = [], 0
+    for split, n in sizes.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        sink = ShardWriter(str(root / split / "%d.tar"), maxcount=WDS_SHARD_IMAGES, verbose=0)
+        for i in range(n):
+            ext = "jpg" if index % 3 == 0 else "webp"
+            data = _image_bytes(index, pics.size, ext, pics.rng)
+            captions = _captions(rng, 1 + index % 5)
+            key = f"s{i:07d}"
+            sink.write(
+                {"__key__": key, ext: data, "txt": "\n".join(c.replace("\n", r"\n") for c in captions)}
+            )
+            shard = i // WDS_SHARD_IMAGES
+            rel = f"{split}/{shard}.tar:{key}.{ext}"
+            images.append(SampleImage(split, rel, f"{split}/{key}", captions, None, data))
+            index += 1
+        shards = sink.shard
+        sink.close()
+        (root / split / "nshards.txt").write_text(f"{shards}\n")
+    return Sample(root, "", root / split / "nshards.txt", images)

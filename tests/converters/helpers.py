@@ -74,7 +74,7 @@ def check_round_trip(sample: Sample, out: Path, dataset: str | None = None) -> d
             assert meta["captions"] == captions and s["txt"] == "\n".join(captions)
             assert meta["image_id"] == image.image_id and meta["split"] == split
             assert meta["source"] == image.rel
-            source_bytes = (sample.root / image.rel).read_bytes()
+            source_bytes = image.data if image.data is not None else (sample.root / image.rel).read_bytes()
             if image.rel.endswith(".bmp"):  # re-encoded losslessly
                 assert s["ext"] == "png" and pixels(s["image"]) == pixels(source_bytes)
             else:

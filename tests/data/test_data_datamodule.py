@@ -25,10 +25,10 @@ def test_setup_refuses_missing_data_with_one_line(tmp_path, tokenizer):
 
 def test_setup_refuses_a_stale_dataset(tmp_path, synth_root, tokenizer):
     shutil.copytree(synth_root / "synth", tmp_path / "synth")
-    (tmp_path / "synth" / "val" / "shard-000002.tar").unlink()
+    (tmp_path / "synth" / "val" / "2.tar").unlink()
     dm = RetrievalDataModule(tmp_path, "synth", tokenizer, workers=0)
     dm.setup("test")  # only the test split is needed: fine
-    with pytest.raises(UserError, match=r"val/shard-000002.tar.*xmodal-bench data synth --name synth"):
+    with pytest.raises(UserError, match=r"val/2.tar.*xmodal-bench data synth --name synth"):
         dm.setup("fit")
 
 

@@ -30,7 +30,8 @@ def _dm(root, tokenizer, dataset="synth", rank=0, world=1, workers=0, **kw):
 
 def _truth(root, dataset, split):
     """[(image_index, captions, pid_json, image_bytes)] read straight from the shards."""
-    paths = sorted(str(p) for p in (root / dataset / split).glob("shard-*.tar"))
+    paths = sorted((root / dataset / split).glob("*.tar"), key=lambda p: int(p.stem))
+    paths = [str(p) for p in paths]
     out = []
     for s in wds.WebDataset(paths, shardshuffle=False, nodesplitter=None, workersplitter=None):
         meta = json.loads(s["json"])

@@ -68,20 +68,17 @@ def test_round_trip_keys_counts_captions_pids(tmp_path):
         sum(1 + i % 2 for i in range(7)),
         3,
     )
-    assert [s["name"] for s in train["shards"]] == [
-        "shard-000000.tar",
-        "shard-000001.tar",
-        "shard-000002.tar",
-    ]
+    assert [s["name"] for s in train["shards"]] == ["0.tar", "1.tar", "2.tar"]
     assert [s["images"] for s in train["shards"]] == [3, 3, 1]
     for split, rows in SAMPLES.items():
-        paths = sorted(str(p) for p in (tmp_path / "toy" / split).glob("*.tar"))
+        paths = [str(p) for p in sorted((tmp_path / "toy" / split).glob("*.tar"), key=lambda p: int(p.stem))]
         samples = list(wds.WebDataset(paths, shardshuffle=False, nodesplitter=None, workersplitter=None))
         assert [s["__key__"] for s in samples] == [f"{split}-{i:08d}" for i in range(len(rows))]
         for sample, (image_id, ext, captions, pid) in zip(samples, rows, strict=True):
             meta = json.loads(sample["json"])
             assert meta == {
                 "image_id": image_id,
+                "caption_ids": [f"{image_id}#{k}" for k in range(len(captions))],
                 "captions": captions,
                 "pid": pid,
                 "split": split,
@@ -198,7 +195,7 @@ def test_corrupt_manifest_is_refused(toy):
 
 
 def test_missing_shard_is_refused(toy):
-    shard = toy / "toy" / "train" / "shard-000001.tar"
+    shard = toy / "toy" / "train" / "1.tar"
     shard.unlink()
     with pytest.raises(UserError, match=f"{shard}.*missing.*xmodal-bench data convert toy --source SRC"):
         read_manifest(toy, "toy", verify=False)
@@ -206,7 +203,7 @@ def test_missing_shard_is_refused(toy):
 
 
 def test_shard_size_mismatch_is_refused_without_hashing(toy):
-    shard = toy / "toy" / "test" / "shard-000000.tar"
+    shard = toy / "toy" / "test" / "0.tar"
     with open(shard, "ab") as f:
         f.write(b"\0")
     with pytest.raises(UserError, match="bytes, the manifest says"):
@@ -214,7 +211,7 @@ def test_shard_size_mismatch_is_refused_without_hashing(toy):
 
 
 def test_sha256_policy(toy):
-    shard = toy / "toy" / "train" / "shard-000000.tar"
+    shard = toy / "toy" / "train" / "0.tar"
     st = shard.stat()
     data = bytearray(shard.read_bytes())
     data[600] ^= 0xFF  # same size, different content

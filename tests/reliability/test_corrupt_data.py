@@ -26,10 +26,10 @@ from .helpers import (
     rewrite_shard,
 )
 
-BAD_KEY = "train-00000010"  # third sample of train/shard-000001.tar (8 images per shard)
+BAD_KEY = "train-00000010"  # third sample of train/1.tar (8 images per shard)
 
 
-def _break_image(dataset_dir, split: str = "train", key: str = BAD_KEY, shard: str = "shard-000001.tar"):
+def _break_image(dataset_dir, split: str = "train", key: str = BAD_KEY, shard: str = "1.tar"):
     rewrite_shard(
         dataset_dir / split / shard,
         lambda name, data: b"this is not a jpeg" if name.startswith(key) and name.endswith(".jpg") else None,
@@ -59,7 +59,7 @@ def test_undecodable_image_names_shard_and_sample(synth_root, tmp_path, tokenize
         _train_batches(_datamodule(tmp_path, tokenizer, workers=workers))
     message = str(info.value)
     assert "\n" not in message and "Traceback" not in message  # also when raised in a DataLoader worker
-    assert f"shard {data / 'train' / 'shard-000001.tar'}, sample {BAD_KEY}" in message
+    assert f"shard {data / 'train' / '1.tar'}, sample {BAD_KEY}" in message
     assert "undecodable image" in message and "data.on_error=skip" in message
 
 
@@ -76,7 +76,7 @@ def test_skip_goes_on_and_counts(synth_root, tmp_path, tokenizer, workers) -> No
 
 def test_eval_split_is_never_skipped(synth_root, tmp_path, tokenizer) -> None:
     data = copy_as(synth_root, "synth", tmp_path, "f30k")
-    _break_image(data, "test", "test-00000003", "shard-000000.tar")
+    _break_image(data, "test", "test-00000003", "0.tar")
     dm = _datamodule(tmp_path, tokenizer, on_error="skip")
     dm.setup("test")
     image_loader, text_loader = dm.eval_dataloaders("test")
@@ -104,7 +104,7 @@ def _truncate(path) -> None:
 )
 def test_damaged_shard(synth_root, tmp_path, tokenizer, damage, refused) -> None:
     data = copy_as(synth_root, "synth", tmp_path, "f30k")
-    shard = data / "train" / "shard-000002.tar"
+    shard = data / "train" / "2.tar"
     damage(shard)
     # default: refused before training, naming the shard (size check, or sha256 of a changed file)
     with pytest.raises(UserError, match=rf"shard {shard} .*{refused}.*re-create the dataset"):
@@ -126,9 +126,7 @@ def test_bench_error_and_skip_end_to_end(synth_root, tmp_path, capsys) -> None:
     _break_image(data)
     code = main(bench_argv(tmp_path / "data", tmp_path, "f30k"))
     err = capsys.readouterr().err
-    assert_one_line_error(
-        code, err, rf"corrupt data in shard .*shard-000001.tar, sample {BAD_KEY} .*undecodable"
-    )
+    assert_one_line_error(code, err, rf"corrupt data in shard .*1.tar, sample {BAD_KEY} .*undecodable")
     assert not results_files(tmp_path) and not (tmp_path / "boards" / "f30k.md").exists()
 
     assert main(bench_argv(tmp_path / "data", tmp_path, "f30k", "data.on_error=skip")) == 0

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from datamodules.converters import CONVERTERS
+from datamodules.converters import CONVERTERS, NAMED
 from xmodal_bench.argtypes import integer, positive_int
 
 SYNTHETIC = ("synth", "synth_reid", "synth_pretrain")
@@ -50,12 +50,23 @@ def run_synth(args: argparse.Namespace) -> int:
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", choices=CONVERTERS, help="dataset format (see the README's data preparation)")
     parser.add_argument(
-        "--source", required=True, help="the dataset as distributed (a folder; jsonl: the file)"
+        "--source",
+        required=True,
+        help="the dataset as distributed (a folder; jsonl: the file; wds: the folder holding {split}/nshards.txt)",
     )
     parser.add_argument(
         "--out", default="data", help="dataset root: the shards go to OUT/NAME (default: data)"
     )
-    parser.add_argument("--name", dest="dataset", default=None, help="dataset name to write (jsonl only)")
+    parser.add_argument(
+        "--name", dest="dataset", default=None, help="dataset name to write (jsonl and wds only)"
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("caption", "person"),
+        default=None,
+        help="jsonl and wds only: caption, or person (a pid on every image); default: person when "
+        "the images carry pids",
+    )
     parser.add_argument(
         "--skip-bad", action="store_true", help="leave bad input out (and report it) instead of failing"
     )
@@ -84,8 +95,12 @@ def run_convert(args: argparse.Namespace) -> int:
     from datamodules.converters.records import BadInputError
     from xmodal_bench.errors import UserError
 
-    if args.dataset is not None and args.name != "jsonl":
-        raise UserError(f"--name is only for jsonl; {args.name} is always written as {args.out}/{args.name}")
+    if args.dataset is not None and args.name not in NAMED:
+        raise UserError(
+            f"--name is only for {' and '.join(NAMED)}; {args.name} is always written as {args.out}/{args.name}"
+        )
+    if args.protocol is not None and args.name not in NAMED:
+        raise UserError(f"--protocol is only for {' and '.join(NAMED)}; {args.name} has its own protocol")
     try:
         report = convert(
             args.name,
@@ -97,6 +112,7 @@ def run_convert(args: argparse.Namespace) -> int:
             shorter_side=args.shorter_side,
             workers=args.workers,
             progress=sys.stderr.isatty(),
+            protocol=args.protocol,
         )
     except BadInputError as exc:
         print(f"bad input in {args.source} (nothing written):")
@@ -106,11 +122,10 @@ def run_convert(args: argparse.Namespace) -> int:
     print(format_report(report))
     root = report.out_dir.parent
     bench = f"xmodal-bench bench --method clip --data {report.dataset} --data-root {root}"
-    if args.name == "jsonl":
+    print(f"next: {bench}")
+    if args.name in NAMED:
         print(
-            f"next: describe it in benchmarks/data/{report.dataset}.yaml (protocol, image size; "
-            f"f30k.yaml or cuhk.yaml are templates), then: {bench}"
+            f"  (usable by name: its manifest gives the protocol and sizes; for other settings "
+            f"add benchmarks/data/{report.dataset}.yaml, f30k.yaml or cuhk.yaml are templates)"
         )
-    else:
-        print(f"next: {bench}")
     return 0

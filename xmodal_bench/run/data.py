@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from datamodules import RetrievalDataModule, ensure_synthetic, read_manifest
 from xmodal_bench.config import with_values
 from xmodal_bench.errors import UserError
-from xmodal_bench.registry import dataset_info
+from xmodal_bench.registry import dataset_info, parse_method_spec
 
 
 def ensure_dataset(cfg: DictConfig) -> None:
@@ -29,6 +29,16 @@ def ensure_dataset(cfg: DictConfig) -> None:
         )
 
 
+def require_train_split(cfg: DictConfig, splits: list[str] | None = None) -> None:
+    """A training method needs `data.train_split`; else one UserError pointing to `zeroshot`."""
+    if cfg.data.train_split is None and parse_method_spec(str(cfg.method))[0].cls.trains:
+        known = f" (splits: {', '.join(splits)})" if splits is not None else ""
+        raise UserError(
+            f"dataset {cfg.data.name!r} has no train split{known}; "
+            f"evaluate it without training: xmodal-bench zeroshot --data {cfg.data.name}"
+        )
+
+
 def prepare_data(cfg: DictConfig) -> DictConfig:
     """Make sure the dataset exists and is intact before anything is built; return the config
     completed with the dataset facts a method needs to build its heads (train images, identities).
@@ -39,7 +49,11 @@ def prepare_data(cfg: DictConfig) -> DictConfig:
     root = Path(cfg.data.root)
     splits = [s for s in (cfg.data.train_split, cfg.data.val_split, cfg.data.test_split) if s]
     lenient = [cfg.data.train_split] if cfg.data.on_error == "skip" else []
-    train = read_manifest(root, cfg.data.name, splits=splits, lenient=lenient)["splits"][cfg.data.train_split]
+    manifest = read_manifest(root, cfg.data.name, splits=splits, lenient=lenient)
+    if cfg.data.train_split is None:  # an evaluation-only set (e.g. a CLIP_benchmark test export)
+        require_train_split(cfg, list(manifest["splits"]))
+        return with_values(cfg, {"data": {"train_images": None, "train_identities": None}})
+    train = manifest["splits"][cfg.data.train_split]
     identities = train["identities"] if train["identities"] is not None else train["images"]
     return with_values(cfg, {"data": {"train_images": train["images"], "train_identities": identities}})
 

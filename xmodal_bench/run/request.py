@@ -55,7 +55,7 @@ class RunRequest:
 
         parts, sections = method_sections(self.method)
         info = dataset_info(self.dataset, self.data_root_in_use())  # unknown: the list of known ones
-        return compose(
+        cfg = compose(
             parts,
             sections,
             self.dataset,
@@ -65,6 +65,11 @@ class RunRequest:
             data_layer=info.layer,
             data_facts=info.facts,
         )
+        if cfg.data.train_split is None:  # an evaluation-only set: say so before anything is built
+            from xmodal_bench.run.data import require_train_split
+
+            require_train_split(cfg)
+        return cfg
 
     def data_root_in_use(self) -> str:
         """The data root this request reads (`--data-root`, else a `data.root=` override, else data/)."""
