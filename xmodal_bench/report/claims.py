@@ -20,8 +20,8 @@ from typing import Any
 from xmodal_bench.report.tables import Row, build_rows
 
 HOLDS, FAILS, UNCLEAR = "holds", "does not hold", "within seed spread"
-# settings that make a row a variant of its method (ablations), not the method itself
-VARIANT_KEYS = ("irra.losses=", "bcls.", "backbone.pretrained=run:")
+# settings that make a row a variant of its method (ablations, other method values), not the method
+VARIANT_KEYS = ("clip.", "irra.", "tgdt.", "aladin.", "bcls.", "backbone.pretrained=run:")
 CLOSE = 0.95  # "comes close to": at least this fraction of the other row
 MIN_MATCHING = 0.8  # minimal expectation: ALADIN matching / alignment
 
