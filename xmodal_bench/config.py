@@ -97,9 +97,7 @@ class DataConfig:
     train_identities: int | None = None  # person ids; for caption sets every image is its own id
 
     def __post_init__(self) -> None:
-        from xmodal_bench.metrics.protocols import list_protocols
-
-        require_choice("data.protocol", self.protocol, list_protocols())
+        require_choice("data.protocol", self.protocol, _known_protocols())
         require(
             len(self.image_size) == 2 and min(self.image_size) > 0,
             "data.image_size must be [height, width] > 0",
@@ -111,6 +109,20 @@ class DataConfig:
         require_choice("data.augment", self.augment, ("none", "irra"))
         require_choice("data.interpolation", self.interpolation, ("bicubic", "bilinear"))
         require_choice("data.on_error", self.on_error, ("error", "skip"))
+
+
+def _known_protocols() -> tuple[str, ...]:
+    """The registered protocols: the built-in ones, unless the registry module is loaded (only it
+    can register more), so a config is checked without importing torch."""
+    import sys
+
+    from xmodal_bench.catalogue import BUILTIN_PROTOCOLS
+
+    if "xmodal_bench.metrics.protocols" not in sys.modules:
+        return BUILTIN_PROTOCOLS
+    from xmodal_bench.metrics.protocols import list_protocols
+
+    return tuple(list_protocols())
 
 
 @dataclass

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xmodal_bench import catalogue
 from xmodal_bench.config import benchmarks_dir, read_layer
 from xmodal_bench.errors import UserError
 
@@ -44,8 +45,9 @@ class Entry:
 
 _METHODS: dict[str, Entry] = {}
 _PLUGINS: dict[str, Entry] = {}
-# Modules that register methods / plugins when imported (imported lazily to keep startup fast).
-_METHOD_MODULES = ("zeroshot", "clip", "irra", "tgdt", "aladin", "bcls")
+# Modules that register methods / plugins when imported (imported lazily to keep startup fast;
+# `catalogue` reads what they register without importing them).
+_METHOD_MODULES = catalogue.BUILTIN_METHOD_MODULES
 
 
 def _summary(cls: Any) -> str:
@@ -98,21 +100,58 @@ def plugin_entries() -> dict[str, Entry]:
     return dict(_PLUGINS)
 
 
+def _check_spec(spec: str, methods: Any, plugins: Any) -> tuple[str, list[str]]:
+    """(base, plugins) of `spec`, every name among `methods` / `plugins`, else a UserError."""
+    base, *parts = spec.split("+")
+    if base not in methods:
+        known = ", ".join(sorted(methods))
+        hint = (
+            f" ({base} is a plugin: put it after a base method, e.g. clip+{base})" if base in plugins else ""
+        )
+        raise UserError(f"unknown method {base!r}{hint}; known methods: {known}")
+    unknown = [p for p in parts if p not in plugins]
+    if unknown:
+        known = ", ".join(sorted(plugins)) or "none"
+        raise UserError(f"unknown plugin {unknown[0]!r} in {spec!r}; known plugins: {known}")
+    return base, parts
+
+
 def parse_method_spec(spec: str) -> tuple[Entry, list[Entry]]:
     """`irra` -> (irra, []); `clip+bcls` -> (clip, [bcls]). Unknown names are a UserError."""
     _load_builtin()
-    base, *plugins = spec.split("+")
-    if base not in _METHODS:
-        known = ", ".join(sorted(_METHODS))
-        hint = (
-            f" ({base} is a plugin: put it after a base method, e.g. clip+{base})" if base in _PLUGINS else ""
-        )
-        raise UserError(f"unknown method {base!r}{hint}; known methods: {known}")
-    unknown = [p for p in plugins if p not in _PLUGINS]
-    if unknown:
-        known = ", ".join(sorted(_PLUGINS)) or "none"
-        raise UserError(f"unknown plugin {unknown[0]!r} in {spec!r}; known plugins: {known}")
+    base, plugins = _check_spec(spec, _METHODS, _PLUGINS)
     return _METHODS[base], [_PLUGINS[p] for p in plugins]
+
+
+def static_names() -> tuple[dict[str, str], dict[str, str]]:
+    """(methods, plugins) as name -> summary without importing the built-in method modules: the
+    catalogue's, then whatever is registered already (a user's own methods, imported by them)."""
+    methods = {name: e.summary for name, e in catalogue.methods().items()}
+    plugins = {name: e.summary for name, e in catalogue.plugins().items()}
+    methods.update({name: e.summary for name, e in _METHODS.items()})
+    plugins.update({name: e.summary for name, e in _PLUGINS.items()})
+    return methods, plugins
+
+
+def check_method_spec(spec: str) -> None:
+    """Refuse an unknown method or plugin name in `spec` (no import of the built-in methods)."""
+    _check_spec(spec, *static_names())
+
+
+def light_method_sections(spec: str) -> tuple[list[str], dict[str, type]]:
+    """`method_sections` without importing the built-in methods: the sections are light copies of
+    the config dataclasses (`catalogue.light_section`: keys and types, no range checks)."""
+    methods, plugins = static_names()
+    base, parts = _check_spec(spec, methods, plugins)
+    sections: dict[str, type] = {}
+    for name in [base, *parts]:
+        registered = _METHODS.get(name) or _PLUGINS.get(name)
+        if registered is not None:
+            sections[name] = registered.config
+        else:
+            static = catalogue.methods().get(name) or catalogue.plugins()[name]
+            sections[name] = catalogue.light_section(static)
+    return [base, *parts], sections
 
 
 def method_sections(spec: str) -> tuple[list[str], dict[str, type]]:
@@ -235,3 +274,14 @@ def dataset_info(name: str, root: str | Path | None = None) -> DatasetInfo:
         f"{TEMPLATE_PREFIX}{protocol}",
         facts,
     )
+
+
+def require_dataset_present(name: str, root: str | Path) -> None:
+    """A real (not synthetic) dataset must have been converted under `root`; else one UserError
+    saying where we looked and what to run (synthetic sets are generated on demand)."""
+    info = dataset_info(name, root)
+    root = Path(root)
+    if not info.synthetic and not (root / name / "manifest.json").is_file():
+        where = f" (raw data: {info.obtain})" if info.obtain else ""
+        command = info.convert.replace("ROOT", str(root))
+        raise UserError(f"no dataset {name!r} at {root / name}: convert it first with `{command}`{where}")

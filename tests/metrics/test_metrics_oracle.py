@@ -90,6 +90,7 @@ def test_caption_small_tiles_are_exact(monkeypatch, in_order, tile):
     """Tiles far smaller than the matrix (many column tiles left and right of every diagonal
     block), heavy ties and duplicates, captions in owner order or shuffled: ranks stay exact."""
     monkeypatch.setattr(chunking_module, "CPU_TILE_ELEMENTS", tile)
+    monkeypatch.setattr(caption_module, "FUSED_CPU_TILE_ELEMENTS", tile)  # the fused kernel's tiles
     for seed, chunk in ((11, 1), (12, 4), (13, None)):
         images, texts, owner = caption_data(seed, 23, 4, 4, 1, 6)
         if in_order:

@@ -65,6 +65,16 @@ def request_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from datamodules.manifest import read_manifest
+    from xmodal_bench.registry import dataset_info, require_dataset_present
+
+    request = request_from_args(args)
+    # a mistake answers before torch is imported: the config, a missing or stale dataset
+    light = request.check()
+    require_dataset_present(light.data.name, light.data.root)
+    if not dataset_info(light.data.name, light.data.root).synthetic:
+        read_manifest(light.data.root, light.data.name, verify=False)  # shards hashed later, once
+
     from lightning.pytorch.utilities import rank_zero_only
 
     from xmodal_bench.report.leaderboard import write_leaderboards
@@ -72,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from xmodal_bench.run.bench import bench
     from xmodal_bench.run.folders import leaderboards_dir_for
 
-    cfg = request_from_args(args).compose()
+    cfg = request.compose()
     record = bench(cfg, resume=args.resume)
     if rank_zero_only.rank != 0:
         return 0

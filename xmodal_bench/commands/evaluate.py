@@ -23,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from xmodal_bench.errors import UserError
+
+    if not args.checkpoint.is_file():  # answered before torch is imported (as `safe_load` words it)
+        raise UserError(f"checkpoint not found: {args.checkpoint}")
     from lightning.pytorch.utilities import rank_zero_only
 
     from xmodal_bench.report.summary import format_summary

@@ -53,6 +53,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from xmodal_bench.errors import UserError
+
+    # the mistakes `serve` would find first, answered before torch is imported (worded as there)
+    if args.index_func == "search" and not (Path(args.index) / "meta.json").is_file():
+        raise UserError(
+            f"no index at {args.index} (missing meta.json); create one with `xmodal-bench index build`"
+        )
+    checkpoint = args.checkpoint if args.index_func == "build" else None
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise UserError(f"checkpoint not found: {checkpoint}")
     from xmodal_bench import serve
 
     return int(getattr(serve, args.index_func)(args))

@@ -22,12 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Rebuild the leaderboards and print what was written."""
     from xmodal_bench.errors import UserError
-    from xmodal_bench.report.leaderboard import INDEX_FILE, write_leaderboards
-    from xmodal_bench.report.results import find_results
 
     runs_dir = Path(args.runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"no runs folder {runs_dir}: run `xmodal-bench bench` or `xmodal-bench sweep` first")
+    from xmodal_bench.report.leaderboard import INDEX_FILE, write_leaderboards
+    from xmodal_bench.report.results import find_results
+
     if args.data:
         found = sorted({record["dataset"] for record in find_results(runs_dir)})
         unknown = [name for name in args.data if name not in found]

@@ -12,13 +12,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xmodal_bench.registry import dataset_info, list_datasets, method_entries, plugin_entries
+    from xmodal_bench.registry import dataset_info, list_datasets, static_names
 
+    methods, plugins = static_names()  # read from the method modules' source: no torch import
     print("methods:")
-    for name, entry in method_entries().items():
-        print(f"  {name:<12} {entry.summary}")
-    for name, entry in plugin_entries().items():
-        print(f"  +{name:<11} {entry.summary} (plugin: <method>+{name})")
+    for name, summary in methods.items():
+        print(f"  {name:<12} {summary}")
+    for name, summary in plugins.items():
+        print(f"  +{name:<11} {summary} (plugin: <method>+{name})")
     print("datasets:")
     for name in list_datasets(args.data_root):
         info = dataset_info(name, args.data_root)

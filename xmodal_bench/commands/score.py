@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 from xmodal_bench.argtypes import positive_int
+from xmodal_bench.catalogue import BUILTIN_PROTOCOLS
 
-# the registered protocols (`metrics.protocols`), spelled out so `--help` needs no torch;
-# tests/test_architecture.py checks that the two lists agree
-PROTOCOLS = ("caption", "coco", "coco1k", "coco5k", "person")
+# the registered protocols (`metrics.protocols`), spelled out so `--help` needs no torch
+PROTOCOLS = BUILTIN_PROTOCOLS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     A metric left out (ids that are not the COCO 5K test split) is one `note:` line on stderr.
     """
+    check_arguments(args)
     import sys
 
     from xmodal_bench.atomic import atomic_write_json
@@ -84,3 +85,22 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         atomic_write_json(args.out, metrics)
     return 0
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """The argument mistakes `score_files` refuses first (worded as there), before torch is imported."""
+    from xmodal_bench.errors import UserError
+
+    person = args.protocol == "person"
+    if person and (args.image_pids is None or args.text_pids is None):
+        raise UserError("--protocol person needs both --image-pids and --text-pids")
+    if person and args.text_to_image is not None:
+        raise UserError("--text-to-image is for caption protocols; --protocol person matches by pid")
+    if not person and (args.image_pids is not None or args.text_pids is not None):
+        raise UserError(f"--image-pids/--text-pids are for --protocol person, not {args.protocol}")
+    for path, what in (
+        (args.image_embeddings, "image embeddings"),
+        (args.text_embeddings, "text embeddings"),
+    ):
+        if not path.is_file():
+            raise UserError(f"{what} file not found: {path}")

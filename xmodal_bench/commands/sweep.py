@@ -41,10 +41,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xmodal_bench.sweep.runner import format_report, launcher_rank, run_sweep
-    from xmodal_bench.sweep.spec import load_sweep
+    from xmodal_bench.sweep.spec import check_runs, load_sweep
 
     spec = load_sweep(args.config)
+    check_runs(  # a mistake anywhere in the grid answers before torch is imported
+        spec,
+        extra_overrides=args.overrides,
+        data_root=args.data_root,
+        runs_dir=args.runs_dir,
+        leaderboards_dir=args.leaderboards_dir,
+        skip_unknown=args.skip_unknown,
+    )
+    from xmodal_bench.sweep.runner import format_report, launcher_rank, run_sweep
+
     report = run_sweep(
         spec,
         force=args.force,

@@ -29,8 +29,9 @@ import math
 import torch
 from torch import Tensor
 
+from xmodal_bench.metrics import fused
 from xmodal_bench.metrics._checks import check_embeddings, check_owner_index, check_pair
-from xmodal_bench.metrics.chunking import resolve_score_dtype, tile_shape
+from xmodal_bench.metrics.chunking import FUSED_CPU_TILE_ELEMENTS, resolve_score_dtype, tile_shape
 from xmodal_bench.metrics.parallel import cpu_workers, one_intra_op_thread, run_tasks
 from xmodal_bench.metrics.ranks import score_block
 
@@ -73,10 +74,15 @@ def caption_ranks(
     owner = check_owner_index(text_to_image, num_texts, num_images, device)
     score_dtype = resolve_score_dtype(score_dtype, device)
     images = image_emb.to(score_dtype)
-    chunk, width = tile_shape(chunk_size, num_images, num_texts, device, torch.finfo(score_dtype).bits // 8)
 
     # Work on the captions sorted by owner (stable); `caption_id` maps a column back to its index.
     in_order = bool((owner[1:] >= owner[:-1]).all())
+    # In owner order, off-diagonal tiles are counted by the fused kernel when it is built.
+    use_fused = in_order and score_dtype == torch.float32 and device.type == "cpu" and fused.available()
+    cpu_elements = FUSED_CPU_TILE_ELEMENTS if use_fused else None
+    chunk, width = tile_shape(
+        chunk_size, num_images, num_texts, device, torch.finfo(score_dtype).bits // 8, cpu_elements
+    )
     if in_order:
         caption_id = torch.arange(num_texts, device=device)
         texts = text_emb.to(score_dtype)
@@ -112,6 +118,12 @@ def caption_ranks(
             for col in range(a, b, width):
                 end = min(col + width, b)
                 scores = score_block(rows, texts[col:end])
+                # Both counts below in one pass over the tile (the same comparisons, see `fused`).
+                if use_fused and fused.count_tile(
+                    scores, best[start:stop], positive[col:end], left, not left, i2t[start:stop],
+                    state.t2i[col:end],
+                ):  # fmt: skip
+                    continue
                 # image -> text: on a tie a lower caption index counts (all of them left, in order).
                 if in_order:
                     i2t[start:stop] += count(torch.ge if left else torch.gt, scores, row_best, 1)

@@ -10,23 +10,17 @@ from omegaconf import DictConfig
 from datamodules import RetrievalDataModule, ensure_synthetic, read_manifest
 from xmodal_bench.config import with_values
 from xmodal_bench.errors import UserError
-from xmodal_bench.registry import dataset_info, parse_method_spec
+from xmodal_bench.registry import dataset_info, parse_method_spec, require_dataset_present
 
 
 def ensure_dataset(cfg: DictConfig) -> None:
     """Make sure `cfg.data.name` exists under `cfg.data.root`: synthetic sets are generated (and
     cached), a real set must have been converted; else one UserError says where we looked and what
     to run."""
-    info = dataset_info(cfg.data.name, cfg.data.root)
-    root = Path(cfg.data.root)
-    if info.synthetic:
-        ensure_synthetic(root, cfg.data.name, **dict(cfg.data.synthetic))
-    elif not (root / cfg.data.name / "manifest.json").is_file():
-        where = f" (raw data: {info.obtain})" if info.obtain else ""
-        command = info.convert.replace("ROOT", str(root))
-        raise UserError(
-            f"no dataset {cfg.data.name!r} at {root / cfg.data.name}: convert it first with `{command}`{where}"
-        )
+    if dataset_info(cfg.data.name, cfg.data.root).synthetic:
+        ensure_synthetic(Path(cfg.data.root), cfg.data.name, **dict(cfg.data.synthetic))
+    else:
+        require_dataset_present(cfg.data.name, cfg.data.root)
 
 
 def require_train_split(cfg: DictConfig, splits: list[str] | None = None) -> None:

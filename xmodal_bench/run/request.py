@@ -49,11 +49,26 @@ class RunRequest:
             flags["leaderboards_dir"] = self.leaderboards_dir
         return flags
 
-    def compose(self) -> DictConfig:
-        """The resolved run config (see the module docstring)."""
-        from xmodal_bench.registry import dataset_info, method_sections
+    def check(self) -> DictConfig:
+        """Refuse a mistake without importing torch, Lightning or open_clip: an unknown method,
+        plugin or dataset, a bad override, an unknown key or a wrong type anywhere, an impossible
+        value in the shared sections (the method sections' own range checks run in `compose`).
+        Returns that light config (the method sections unchecked)."""
+        from xmodal_bench.registry import light_method_sections
 
-        parts, sections = method_sections(self.method)
+        return self._compose(*light_method_sections(self.method))
+
+    def compose(self) -> DictConfig:
+        """The resolved run config (see the module docstring); `check` runs first, so a mistake
+        is refused before the method modules are imported."""
+        from xmodal_bench.registry import method_sections
+
+        self.check()
+        return self._compose(*method_sections(self.method))
+
+    def _compose(self, parts: list[str], sections: dict[str, type]) -> DictConfig:
+        from xmodal_bench.registry import dataset_info
+
         info = dataset_info(self.dataset, self.data_root_in_use())  # unknown: the list of known ones
         cfg = compose(
             parts,

@@ -37,10 +37,9 @@ from omegaconf import DictConfig
 
 from xmodal_bench.config import SCALES, benchmarks_dir, parse_overrides, read_layer
 from xmodal_bench.errors import UserError
-from xmodal_bench.registry import list_methods, parse_method_spec
+from xmodal_bench.registry import check_method_spec, static_names
 from xmodal_bench.run.folders import run_dir_for, run_id_for
 from xmodal_bench.run.request import RunRequest
-from xmodal_bench.run.warm_start import referenced_method
 
 KEYS = {
     "name",
@@ -266,7 +265,7 @@ def unknown_methods(spec: SweepSpec) -> list[str]:
     missing = []
     for method in spec.methods:
         try:
-            parse_method_spec(method)
+            check_method_spec(method)
         except UserError:
             missing.append(method)
     return missing
@@ -285,6 +284,49 @@ def run_request(
     return RunRequest(method, dataset, spec.scale, seed, overrides=tuple(overrides), **places)
 
 
+def check_runs(
+    spec: SweepSpec,
+    *,
+    seeds: list[int] | None = None,
+    extra_overrides: list[str] | None = None,
+    data_root: str | None = None,
+    runs_dir: str | None = None,
+    leaderboards_dir: str | None = None,
+    skip_unknown: bool = False,
+) -> tuple[list[tuple[str, str, RunRequest]], list[str]]:
+    """Every run's request, checked without importing torch (`RunRequest.check`), in grid order
+    (dataset, method, seed): ([(method, dataset, request)], skipped unknown methods).
+
+    Unknown methods are a UserError listing the known ones, unless `skip_unknown`.
+    """
+    missing = unknown_methods(spec)
+    if missing and not skip_unknown:
+        known = ", ".join(sorted(static_names()[0]))
+        raise UserError(
+            f"{spec.path}: method(s) not registered: {', '.join(missing)} (known methods: {known}); "
+            "remove them from the sweep, or pass --skip-unknown to run the others"
+        )
+    extra = parse_overrides(list(extra_overrides or []))
+    places = {
+        "data_root": data_root or spec.data_root,
+        "runs_dir": runs_dir or spec.runs_dir,
+        "leaderboards_dir": leaderboards_dir or spec.leaderboards_dir,
+    }
+    requests = []
+    for dataset in spec.datasets:
+        for method in spec.methods:
+            if method in missing:
+                continue
+            for seed in seeds if seeds is not None else spec.seeds:
+                request = run_request(spec, method, dataset, seed, extra, places)
+                try:
+                    request.check()
+                except UserError as exc:
+                    raise UserError(f"{spec.path}: {method} on {dataset}: {exc}") from None
+                requests.append((method, dataset, request))
+    return requests, missing
+
+
 def plan_runs(
     spec: SweepSpec,
     *,
@@ -297,39 +339,33 @@ def plan_runs(
 ) -> tuple[list[PlannedRun], list[str]]:
     """Compose every run of the grid (in order: dataset, method, seed). Returns (runs, skipped unknown methods).
 
-    Unknown methods are a UserError listing the known ones, unless `skip_unknown`.
+    Every request is checked first (`check_runs`), so a mistake anywhere in the grid answers
+    before the methods are imported. Unknown methods are a UserError, unless `skip_unknown`.
     """
-    missing = unknown_methods(spec)
-    if missing and not skip_unknown:
-        known = ", ".join(m for m in list_methods() if not m.startswith("+"))
-        raise UserError(
-            f"{spec.path}: method(s) not registered: {', '.join(missing)} (known methods: {known}); "
-            "remove them from the sweep, or pass --skip-unknown to run the others"
-        )
-    extra = parse_overrides(list(extra_overrides or []))
-    places = {
-        "data_root": data_root or spec.data_root,
-        "runs_dir": runs_dir or spec.runs_dir,
-        "leaderboards_dir": leaderboards_dir or spec.leaderboards_dir,
-    }
+    requests, missing = check_runs(
+        spec,
+        seeds=seeds,
+        extra_overrides=extra_overrides,
+        data_root=data_root,
+        runs_dir=runs_dir,
+        leaderboards_dir=leaderboards_dir,
+        skip_unknown=skip_unknown,
+    )
     runs = []
-    for dataset in spec.datasets:
-        for method in spec.methods:
-            if method in missing:
-                continue
-            for seed in seeds if seeds is not None else spec.seeds:
-                request = run_request(spec, method, dataset, seed, extra, places)
-                try:
-                    cfg = request.compose()
-                except UserError as exc:
-                    raise UserError(f"{spec.path}: {method} on {dataset}: {exc}") from None
-                _check_source_order(spec, method, cfg)
-                runs.append(PlannedRun(request, cfg, run_id_for(cfg), run_dir_for(cfg)))
+    for method, dataset, request in requests:
+        try:
+            cfg = request.compose()
+        except UserError as exc:
+            raise UserError(f"{spec.path}: {method} on {dataset}: {exc}") from None
+        _check_source_order(spec, method, cfg)
+        runs.append(PlannedRun(request, cfg, run_id_for(cfg), run_dir_for(cfg)))
     return runs, missing
 
 
 def _check_source_order(spec: SweepSpec, method: str, cfg: DictConfig) -> None:
     """A run that starts from `run:SOURCE` must come after SOURCE's runs when the sweep trains them."""
+    from xmodal_bench.run.warm_start import referenced_method
+
     source = referenced_method(cfg)
     if (
         source in spec.methods
