@@ -49,7 +49,11 @@ COMMANDS = (
     ("score", score, "evaluate saved embeddings (.npy) and print the metrics as JSON"),
     ("index", index, "build a search index from a checkpoint, or query one"),
     ("sweep", sweep, "run a sweep file: methods x datasets x seeds, then the leaderboards"),
-    ("compare", compare, "paired bootstrap of two runs: each metric's difference, 95% interval, p-value"),
+    (
+        "compare",
+        compare,
+        "paired bootstrap of two runs: each metric's difference, 95 percent interval, p-value",
+    ),
     ("leaderboard", leaderboard, "rebuild leaderboard tables (plots, index) from every results.json"),
     ("data", data, "prepare datasets: the built-in synthetic sets, or convert a public one"),
 )

@@ -2,7 +2,7 @@
 
 Both runs' saved per-query ranks (`ranks.npz`) are resampled with one seeded draw of the
 queries; for every metric of the protocol it prints A, B, the paired difference A - B with its
-95% interval and a two-sided p-value (`report.significance`). The runs must be on the same
+95 percent interval and a two-sided p-value (`report.significance`). The runs must be on the same
 dataset and protocol. A run is a run folder (the one holding `results.json` and `ranks.npz`).
 """
 
