@@ -45,6 +45,8 @@ perf: setup
 	$(BIN)/python benchmarks/perf/data_loading.py $(PERF_ARGS)
 	$(BIN)/python benchmarks/perf/training_step.py $(PERF_ARGS)
 	$(BIN)/python benchmarks/perf/two_stage_latency.py $(PERF_ARGS)
+	$(BIN)/python benchmarks/perf/cli_start.py $(PERF_ARGS)
+	$(BIN)/python benchmarks/perf/score_end_to_end.py $(PERF_ARGS)
 
 # SWEEP = a file under benchmarks/sweeps/ (synth, ci, ...) or a path; the sweep file names its own
 # data, runs and leaderboards folders. Extra flags or key=value overrides for every run: ARGS.

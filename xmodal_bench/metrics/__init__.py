@@ -17,7 +17,6 @@ from xmodal_bench.metrics.chunking import (
     resolve_score_dtype,
     tile_shape,
 )
-from xmodal_bench.metrics.collector import EmbeddingCollector, EmbeddingCountError
 from xmodal_bench.metrics.person import (
     PERSON_METRIC_NAMES,
     person_metrics_from_ranks,
@@ -40,6 +39,18 @@ from xmodal_bench.metrics.protocols import (
     register_protocol,
 )
 from xmodal_bench.metrics.ranks import positive_ranks, ranks_in_block, score_block
+
+# The DDP collector needs torchmetrics (seconds to import, torchvision with it): loaded on first
+# use, so `xmodal-bench score` and the functional metrics start without it.
+_LAZY = {"EmbeddingCollector": "collector", "EmbeddingCountError": "collector"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "CAPTION_METRIC_NAMES",

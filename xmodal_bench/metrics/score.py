@@ -46,10 +46,29 @@ def _embeddings(path: Path, what: str) -> torch.Tensor:
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise UserError(f"{what} in {path} is empty (shape {array.shape})")
-    array = np.asarray(array, dtype=np.float64)
-    if not np.isfinite(array).all():
-        raise UserError(f"{what} in {path} contains NaN or infinite values")
-    return torch.from_numpy(normalize_rows(array, f"{what} in {path}")).float()
+    out = np.empty(array.shape, dtype=np.float32)
+    zero = 0
+    # Row blocks that stay in cache: the same float64 arithmetic per row as one whole-array pass
+    # (bit-identical rows), at a fraction of the memory traffic.
+    for start in range(0, array.shape[0], _ROW_BLOCK):
+        block = np.asarray(array[start : start + _ROW_BLOCK], dtype=np.float64)
+        if not np.isfinite(block).all():
+            raise UserError(f"{what} in {path} contains NaN or infinite values")
+        scale = np.abs(block).max(axis=1, keepdims=True)
+        zero += int((scale == 0).sum())
+        if not zero:
+            out[start : start + _ROW_BLOCK] = _unit_rows(block, scale)
+    if zero:
+        raise UserError(f"{what} in {path} has {zero} all-zero rows, which cannot be L2-normalised")
+    return torch.from_numpy(out)
+
+
+_ROW_BLOCK = 1024  # rows normalised at once (1024 x 512 float64: 4 MiB)
+
+
+def _unit_rows(array: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    scaled = array / scale
+    return scaled / np.linalg.norm(scaled, axis=1, keepdims=True)
 
 
 def normalize_rows(array: np.ndarray, what: str) -> np.ndarray:
@@ -62,8 +81,7 @@ def normalize_rows(array: np.ndarray, what: str) -> np.ndarray:
     zero = int((scale == 0).sum())
     if zero:
         raise UserError(f"{what} has {zero} all-zero rows, which cannot be L2-normalised")
-    scaled = array / scale
-    return scaled / np.linalg.norm(scaled, axis=1, keepdims=True)
+    return _unit_rows(array, scale)
 
 
 def _integers(path: Path, what: str, length: int, length_name: str) -> torch.Tensor:
