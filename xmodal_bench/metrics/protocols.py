@@ -326,7 +326,8 @@ def _coco1k_metrics(ranks: Ranks) -> dict[str, float]:
     for number in range(int(ranks["1k/i2t_fold"].max()) + 1):
         i2t = ranks["1k/i2t"][ranks["1k/i2t_fold"] == number]
         t2i = ranks["1k/t2i"][ranks["1k/t2i_fold"] == number]
-        folds.append(caption_metrics_from_ranks(i2t, t2i))
+        if i2t.numel() and t2i.numel():  # a bootstrap resample of a small set can miss a fold
+            folds.append(caption_metrics_from_ranks(i2t, t2i))
     return {f"1k/{key}": sum(f[key] for f in folds) / len(folds) for key in folds[0]}
 
 
