@@ -52,6 +52,7 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "CAPTION_METRIC_NAMES",
     "DEFAULT_MEMORY_BUDGET",
