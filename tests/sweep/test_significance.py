@@ -116,3 +116,26 @@ def test_leaderboard_rows_carry_intervals_and_ties_with_the_best_are_marked(tmp_
     assert "paired-bootstrap 95% interval" in markdown and "†" in markdown
     record = board.records()[0]
     assert {"rsum_ci_low", "rsum_ci_high", "rsum_not_below_best"} <= set(record)
+
+
+def test_a_saved_distribution_is_the_one_a_rebuild_draws_and_is_read_back(tmp_path, monkeypatch) -> None:
+    from xmodal_bench.report import significance
+    from xmodal_bench.report.results import find_results
+
+    protocol = get_protocol("caption")
+    folders = [_run(tmp_path, f"a-s{s}", _ranks(s), seed=s) for s in range(2)]
+    fresh = {row.method: row.intervals for row in build_leaderboard(find_results(tmp_path), "synth").rows}
+    for folder in folders:
+        significance.save_bootstrap(folder, protocol, {"global": significance.run_ranks(folder, "global")})
+    keys = list(protocol.metrics(_ranks(0)))
+    saved = significance.saved_distribution(folders[0], "global", keys)
+    assert saved is not None and set(saved) == set(keys) and saved["rsum"].shape == (significance.RESAMPLES,)
+    assert significance.saved_distribution(folders[0], "global", keys, resamples=10) is None  # other count
+    assert significance.saved_distribution(folders[0], "fused", keys) is None  # no such mode
+
+    def no_resampling(*args, **kwargs):
+        raise AssertionError("resampled a run that has its distribution saved")
+
+    monkeypatch.setattr(significance, "distribution", no_resampling)
+    again = {row.method: row.intervals for row in build_leaderboard(find_results(tmp_path), "synth").rows}
+    assert again == fresh  # the same draw: the same intervals, without resampling

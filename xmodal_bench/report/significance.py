@@ -15,10 +15,17 @@ distributions, resample by resample.
   (row - best), in the column's better direction, reaches 0.
 
 Metrics that are not functions of ranks (ECCV Caption, CxC, Kendall tau, efficiency) get none.
+
+A run computes its own distributions once, when it saves its ranks (`save_bootstrap`,
+`bootstrap.npz` beside `ranks.npz`): the draw depends only on the query sets, the resample count
+and the seed, so a run's saved distribution is the one any leaderboard of its split would draw,
+and a rebuild reads it instead of resampling every run again. Runs without one (older runs, other
+resample counts) are resampled on the fly.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from xmodal_bench.atomic import atomic_write_bytes
 from xmodal_bench.errors import UserError
 from xmodal_bench.metrics.protocols import Protocol, Ranks
 from xmodal_bench.report.ranks import load_ranks
@@ -33,6 +41,7 @@ from xmodal_bench.report.ranks import load_ranks
 RESAMPLES = 1000
 SEED = 0
 LEVEL = 0.95
+BOOTSTRAP_FILE = "bootstrap.npz"
 
 Plan = dict[tuple[str, int], Tensor]  # query set -> [resamples, size] query indices
 MetricsFn = Callable[[Ranks], dict[str, float]]
@@ -100,6 +109,46 @@ def not_below(row: np.ndarray, best: np.ndarray, higher_is_better: bool, level: 
     return interval(gap, level)[1] >= 0
 
 
+def save_bootstrap(
+    folder: Path,
+    protocol: Protocol,
+    ranks_by_mode: dict[str, Ranks],
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> Path:
+    """Write every mode's distribution of the protocol's metrics to `folder/bootstrap.npz` (no pickle)."""
+    arrays = {"resamples": np.asarray(resamples), "seed": np.asarray(seed)}
+    for mode, ranks in ranks_by_mode.items():
+        for key, values in distribution(protocol.metrics, ranks, draw(ranks, resamples, seed)).items():
+            arrays[f"{mode}/{key}"] = values
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    path = Path(folder) / BOOTSTRAP_FILE
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def saved_distribution(
+    folder: Path, mode: str, keys: Sequence[str], resamples: int = RESAMPLES, seed: int = SEED
+) -> dict[str, np.ndarray] | None:
+    """The distribution `save_bootstrap` wrote for `mode`, or None (absent, unreadable, another
+    resample count or seed, or missing one of the metric `keys`)."""
+    path = Path(folder) / BOOTSTRAP_FILE
+    if not path.is_file():
+        return None
+    prefix = f"{mode}/"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if int(data["resamples"]) != resamples or int(data["seed"]) != seed:
+                return None
+            out = {key[len(prefix) :]: data[key] for key in data.files if key.startswith(prefix)}
+    except (OSError, ValueError, KeyError):
+        return None
+    if not set(keys) <= set(out) or any(v.shape != (resamples,) for v in out.values()):
+        return None
+    return {key: out[key] for key in keys}
+
+
 def run_ranks(run_dir: Path, mode: str) -> Ranks:
     """The ranks of one inference mode of a run folder (UserError when absent)."""
     saved = load_ranks(Path(run_dir))
@@ -156,7 +205,10 @@ def annotate(rows: list, protocol: Protocol, resamples: int = RESAMPLES, seed: i
             for folder in row.runs:
                 ranks = run_ranks(Path(folder), row.mode)
                 plan = plan if plan is not None else draw(ranks, resamples, seed)
-                runs.append(distribution(protocol.metrics, ranks, plan))
+                check_same_layout(plan, ranks, "a run")  # then its saved draw is this plan
+                keys = list(protocol.metrics(ranks))
+                saved = saved_distribution(Path(folder), row.mode, keys, resamples, seed)
+                runs.append(saved if saved is not None else distribution(protocol.metrics, ranks, plan))
         except UserError:
             continue
         if runs:

@@ -35,9 +35,11 @@ from omegaconf import DictConfig
 
 from xmodal_bench.atomic import atomic_write_json, atomic_write_text
 from xmodal_bench.config import to_yaml
+from xmodal_bench.metrics.protocols import get_protocol
 from xmodal_bench.registry import create_method
 from xmodal_bench.report.ranks import save_ranks
 from xmodal_bench.report.results import RESULTS_FILE
+from xmodal_bench.report.significance import save_bootstrap
 from xmodal_bench.run.callbacks import EfficiencyMonitor, NonFiniteLossGuard, SkippedSamples
 from xmodal_bench.run.checkpoints import LAST, remove_partial_saves, resumable_checkpoint
 from xmodal_bench.run.data import build_datamodule, prepare_data
@@ -153,6 +155,7 @@ def _bench(
     if trainer.is_global_zero:
         record["wandb"] = _moved(finish_wandb(wandb_logger, record), staging, run_dir)
         save_ranks(staging, method.eval_results["test"]["ranks"])
+        save_bootstrap(staging, get_protocol(record["protocol"]), method.eval_results["test"]["ranks"])
         atomic_write_json(staging / RESULTS_FILE, record)
         publish(staging, run_dir)
     record["_run_dir"] = str(run_dir)

@@ -77,8 +77,10 @@ def evaluate_checkpoint(
 
     from xmodal_bench.atomic import atomic_write_json, atomic_write_text
     from xmodal_bench.config import to_yaml
+    from xmodal_bench.metrics.protocols import get_protocol
     from xmodal_bench.report.ranks import save_ranks
     from xmodal_bench.report.results import RESULTS_FILE
+    from xmodal_bench.report.significance import save_bootstrap
     from xmodal_bench.run.checkpoints import checkpoint_config, read_checkpoint, restore_method
     from xmodal_bench.run.data import build_datamodule, ensure_dataset
     from xmodal_bench.run.record import results_record
@@ -112,6 +114,7 @@ def evaluate_checkpoint(
     record["evaluated"] = {"checkpoint": str(checkpoint_path.resolve()), "trained_on": saved.data.name}
     if trainer.is_global_zero:
         save_ranks(out_dir, method.eval_results["test"]["ranks"])
+        save_bootstrap(out_dir, get_protocol(record["protocol"]), method.eval_results["test"]["ranks"])
         atomic_write_json(out_dir / RESULTS_FILE, record)
     record["_run_dir"] = str(out_dir)
     return record
