@@ -11,8 +11,14 @@ import pytest
 import torch
 
 from xmodal_bench.cli import main
-from xmodal_bench.metrics import Gallery, get_protocol
-from xmodal_bench.metrics.eccv import ECCV_METRIC_NAMES, _stable_top_k, coco_test_ids, package
+from xmodal_bench.metrics import Gallery, get_protocol, topk
+from xmodal_bench.metrics.eccv import (
+    ECCV_METRIC_NAMES,
+    _stable_top_k,
+    coco_test_ids,
+    embedding_top_k,
+    package,
+)
 from xmodal_bench.metrics.score import score_files
 
 
@@ -162,3 +168,57 @@ def test_a_dataset_without_ids_or_of_another_size_gets_one_note() -> None:
     metrics, note = coco.id_metrics(replace(gallery, image_ids=np.arange(5), caption_ids=np.arange(20)))
     assert metrics == {} and "not the COCO 5K test split" in note
     assert sys.modules["eccv_caption"]  # the package is a dependency, imported on use
+
+
+def _tied_embeddings(seed: int, images: int, texts: int, dim: int):
+    """Coarse values (many equal scores) and duplicated rows (exactly equal scores) on both sides."""
+    g = torch.Generator().manual_seed(seed)
+    image_emb = torch.randint(-2, 3, (images, dim), generator=g).float() / 4
+    text_emb = torch.randint(-2, 3, (texts, dim), generator=g).float() / 4
+    image_emb[1::7] = image_emb[0]  # duplicated rows
+    text_emb[3::5] = text_emb[2]
+    return image_emb, text_emb
+
+
+def _naive_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+@pytest.mark.parametrize("tile", [1, 37, 500, None])
+@pytest.mark.parametrize(("seed", "images", "texts", "dim", "k_i2t", "k_t2i"), [
+    (0, 40, 200, 6, 48, 19), (1, 3, 17, 4, 17, 3), (2, 90, 310, 16, 10, 12), (3, 1, 9, 3, 4, 1),
+])  # fmt: skip
+def test_both_directions_equal_a_full_stable_sort(
+    monkeypatch, kernel, tile, seed, images, texts, dim, k_i2t, k_t2i
+):
+    if kernel and not topk.kernel_available():
+        pytest.skip("no C compiler: the torch path is used")
+    if tile is not None:
+        monkeypatch.setattr(topk, "TILE_ELEMENTS", tile)
+    if not kernel:
+        monkeypatch.setattr(topk, "_kernel", lambda: None)
+    image_emb, text_emb = _tied_embeddings(seed, images, texts, dim)
+    scores = image_emb @ text_emb.T
+    search = embedding_top_k(image_emb, text_emb)
+    i2t, t2i = search.both(k_i2t, k_t2i)
+    assert torch.equal(i2t, _naive_top_k(scores, min(k_i2t, texts)))
+    assert torch.equal(t2i, _naive_top_k(scores.T, min(k_t2i, images)))
+    # the one-direction search (the TopK callable) on some queries: the same rows
+    some = torch.arange(0, images, 2)
+    assert torch.equal(search("i2t", some, k_i2t), i2t[some])
+    some = torch.arange(1, texts, 3)
+    assert torch.equal(search("t2i", some, k_t2i), t2i[some])
+
+
+def test_the_kernel_lists_equal_the_torch_path_on_realistic_scores(monkeypatch):
+    """Unit embeddings, captions near their image: the kernel path and torch.topk agree."""
+    if not topk.kernel_available():
+        pytest.skip("no C compiler: the torch path is used")
+    g = torch.Generator().manual_seed(5)
+    image_emb = torch.nn.functional.normalize(torch.randn(300, 32, generator=g), dim=1)
+    owner = torch.arange(1500) // 5
+    text_emb = torch.nn.functional.normalize(image_emb[owner] + torch.randn(1500, 32, generator=g), dim=1)
+    fast = topk.both_directions(image_emb, text_emb, 48, 19)
+    slow = topk.torch_top_k(image_emb, text_emb, 48), topk.torch_top_k(text_emb, image_emb, 19)
+    assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])

@@ -6,11 +6,11 @@ test split and scores retrieval by mAP@R, R-Precision and R@1 over them; CxC (Pa
 image and caption ids, so they depend on the ids, never on row order.
 
 This module only builds what the package takes: per query its top-K retrieved gallery ids
-(K = 10 or the largest ECCV positive count of the direction, whichever is larger), built chunk
-by chunk (a [chunk, K] block at a time, never a full score matrix of Python lists), then calls
+(K = 10 or the largest ECCV positive count of the direction, whichever is larger), then calls
 `eccv_caption.Metrics.compute_all_metrics` and reports its numbers in percent. A retrieval
 function (`TopK`) supplies the lists: exact dot-product top-K of embeddings (`embedding_top_k`,
-ties by index as a stable sort) or any inference mode's search.
+ties by index as a stable sort; both directions from one pass over the score tiles, see
+`metrics.topk`) or any inference mode's search (LIST_CHUNK queries at a time).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from xmodal_bench.metrics.chunking import resolve_chunk_size
-from xmodal_bench.metrics.ranks import score_block
+from xmodal_bench.metrics import topk
+from xmodal_bench.metrics.topk import stable_top_k as _stable_top_k  # noqa: F401 (tests use it)
 
 ECCV_METRIC_NAMES = (
     "eccv/i2t_map_at_r",
@@ -44,10 +44,8 @@ ECCV_METRIC_NAMES = (
     "cxc/t2i_r10",
 )
 CXC_KS = (1, 5, 10)
-#: Queries whose top-K lists are turned into Python lists at once.
+#: Queries whose top-K lists are turned into Python lists at once (a `TopK` search).
 LIST_CHUNK = 1024
-#: Score-block elements per top-K call (measured fastest on CPU: about 256 x 25K rows).
-TILE_ELEMENTS = 1 << 23
 
 # top_k(direction, query_rows, k) -> [Q, k] gallery rows, best first ("t2i": caption rows ->
 # image rows; "i2t": image rows -> caption rows)
@@ -94,16 +92,37 @@ def ids_problem(image_ids: Any, caption_ids: Any, text_to_image: Tensor) -> str 
     return None
 
 
-def _stable_top_k(scores: Tensor, k: int) -> Tensor:
-    """Indices [c, k] of each row's k highest scores, as a stable descending sort orders them."""
-    extra = min(k + 1, scores.shape[1])  # one more: a tie at the k-th place shows as equal neighbours
-    values, indices = scores.topk(extra, dim=1)
-    redo = (values[:, 1:] == values[:, :-1]).any(1)
-    indices = indices[:, :k]
-    rows = torch.nonzero(redo).squeeze(1)
-    if rows.numel():  # ties: let a stable sort decide, as the ranks do
-        indices[rows] = torch.sort(scores[rows], dim=1, descending=True, stable=True).indices[:, :k]
-    return indices
+class EmbeddingTopK:
+    """`TopK` by exact dot product of the embeddings, ties by gallery index (as a stable sort).
+
+    `both(k_i2t, k_t2i)` gives every query's list of both directions from one pass over the score
+    tiles (`metrics.topk`); calling it (`TopK`) searches one direction for some queries.
+    """
+
+    def __init__(
+        self,
+        image_emb: Tensor,
+        text_emb: Tensor,
+        chunk_size: int | None = None,
+        score_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.image_emb, self.text_emb = image_emb, text_emb
+        self.chunk_size, self.score_dtype = chunk_size, score_dtype
+
+    def __call__(self, direction: str, rows: Tensor, k: int) -> Tensor:
+        images, texts = self.image_emb.to(self.score_dtype), self.text_emb.to(self.score_dtype)
+        kernel = images.device.type == "cpu" and self.score_dtype == torch.float32
+        if direction == "i2t":
+            found = kernel and topk.kernel_top_k(images[rows], texts, min(k, len(texts)), 0, self.chunk_size)
+            return found[0] if found else topk.torch_top_k(images[rows], texts, k, self.chunk_size)
+        found = kernel and topk.kernel_top_k(images, texts[rows], 0, min(k, len(images)), self.chunk_size)
+        return found[1] if found else topk.torch_top_k(texts[rows], images, k, self.chunk_size)
+
+    def both(self, k_i2t: int, k_t2i: int) -> tuple[Tensor, Tensor]:
+        """(i2t [N, k_i2t] caption rows, t2i [M, k_t2i] image rows) of every query, best first."""
+        return topk.both_directions(
+            self.image_emb, self.text_emb, k_i2t, k_t2i, self.chunk_size, self.score_dtype
+        )
 
 
 def embedding_top_k(
@@ -111,21 +130,24 @@ def embedding_top_k(
     text_emb: Tensor,
     chunk_size: int | None = None,
     score_dtype: torch.dtype = torch.float32,
-) -> TopK:
-    """Exact dot-product top-K, ties by gallery index, computed `chunk_size` queries at a time."""
+) -> EmbeddingTopK:
+    """Exact dot-product top-K (`EmbeddingTopK`); `chunk_size`: query rows per score tile."""
+    return EmbeddingTopK(image_emb, text_emb, chunk_size, score_dtype)
 
-    def top_k(direction: str, rows: Tensor, k: int) -> Tensor:
-        queries, gallery = (text_emb, image_emb) if direction == "t2i" else (image_emb, text_emb)
-        gallery = gallery.to(score_dtype)
-        # a few hundred rows at a time: the score block stays small enough to be topk'd from cache
-        chunk = resolve_chunk_size(chunk_size or max(1, TILE_ELEMENTS // gallery.shape[0]), rows.shape[0], 1)
-        parts = [
-            _stable_top_k(score_block(queries[part].to(score_dtype), gallery), min(k, gallery.shape[0]))
-            for part in rows.split(chunk)
-        ]
-        return torch.cat(parts)
 
-    return top_k
+def _id_lists(
+    found: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray, k: int
+) -> dict[int, list[int]]:
+    """{query id: gallery ids of its found rows}; rows < 0 and a short list's tail become misses.
+
+    A miss is a distinct id no positive has (-1, -2, ... by position), so sets keep their size.
+    """
+    if found.shape[1] < k:  # a search that returns fewer (a short shortlist): pad as misses
+        found = np.pad(found, ((0, 0), (0, k - found.shape[1])), constant_values=-1)
+    ids = gallery_ids[found.clip(min=0)]
+    if (found < 0).any():
+        ids = np.where(found >= 0, ids, -1 - np.arange(k)[None, :])
+    return dict(zip(query_ids.tolist(), ids.tolist(), strict=True))
 
 
 def retrieved_lists(
@@ -136,13 +158,7 @@ def retrieved_lists(
     rows = torch.arange(len(query_ids), device=device)
     for part in rows.split(LIST_CHUNK):
         found = top_k(direction, part, k).cpu().numpy()
-        if found.shape[1] < k:  # a search that returns fewer (a short shortlist): pad as misses
-            found = np.pad(found, ((0, 0), (0, k - found.shape[1])), constant_values=-1)
-        # a miss is a distinct id no positive has (-1, -2, ... by position), so sets stay the right size
-        misses = -1 - np.arange(k)[None, :].repeat(found.shape[0], 0)
-        ids = np.where(found >= 0, gallery_ids[found.clip(min=0)], misses)
-        for query, retrieved in zip(query_ids[part.cpu().numpy()].tolist(), ids.tolist(), strict=True):
-            out[query] = retrieved
+        out.update(_id_lists(found, query_ids[part.cpu().numpy()], gallery_ids, k))
     return out
 
 
@@ -158,8 +174,14 @@ def eccv_cxc_metrics(image_ids: Any, caption_ids: Any, top_k: TopK, device: Any 
     with `ids_problem`); `top_k` retrieves gallery rows for query rows.
     """
     images, captions = np.asarray(image_ids, dtype=np.int64), np.asarray(caption_ids, dtype=np.int64)
-    i2t = retrieved_lists(top_k, "i2t", images, captions, _list_length("i2t"), device)
-    t2i = retrieved_lists(top_k, "t2i", captions, images, _list_length("t2i"), device)
+    k_i2t, k_t2i = _list_length("i2t"), _list_length("t2i")
+    if isinstance(top_k, EmbeddingTopK):  # both directions from one pass over the scores
+        found_i2t, found_t2i = top_k.both(k_i2t, k_t2i)
+        i2t = _id_lists(found_i2t.cpu().numpy(), images, captions, k_i2t)
+        t2i = _id_lists(found_t2i.cpu().numpy(), captions, images, k_t2i)
+    else:
+        i2t = retrieved_lists(top_k, "i2t", images, captions, k_i2t, device)
+        t2i = retrieved_lists(top_k, "t2i", captions, images, k_t2i, device)
     targets = ("cxc_recalls", "eccv_map_at_r", "eccv_rprecision", "eccv_r1")
     with contextlib.redirect_stderr(io.StringIO()):  # the package's progress bars
         scores = package().compute_all_metrics(i2t, t2i, target_metrics=targets, Ks=CXC_KS, verbose=False)

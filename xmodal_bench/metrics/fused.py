@@ -8,7 +8,8 @@ torch makes.
 
 It is compiled with the system C compiler (`$CC`, else `cc`) into a per-user cache
 (`$XDG_CACHE_HOME/xmodal-bench/`, keyed by the source, the flags and the CPU) and loaded with
-ctypes, which releases the GIL during the call (the metrics' tile threads run in parallel). No
+ctypes, which releases the GIL during the call (the metrics' tile threads run in parallel).
+`load_function` builds and loads the other C kernels the same way (`metrics.topk`). No
 compiler, a failed build, or `XMODAL_BENCH_FUSED=0`: `available()` is False and callers keep the
 torch path; nothing else changes.
 """
@@ -24,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,8 +33,7 @@ from torch import Tensor
 SOURCE = Path(__file__).resolve().with_name("count_tile.c")
 _FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fno-strict-aliasing")
 _LOCK = threading.Lock()
-_LIB: ctypes.CDLL | None = None
-_TRIED = False
+_FUNCTIONS: dict[tuple[Path, str], Any] = {}  # (source, name) -> loaded function, or None
 
 
 def _cpu() -> str:
@@ -50,15 +51,15 @@ def _cache_dir() -> Path:
     return Path(base) / "xmodal-bench" / "kernels"
 
 
-def _build() -> Path | None:
-    """The compiled library (built now if missing), or None when it cannot be built."""
+def _build(path: Path = SOURCE) -> Path | None:
+    """The library compiled from the C file `path` (built now if missing), or None when it cannot be."""
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
-    if compiler is None or not SOURCE.is_file():
+    if compiler is None or not path.is_file():
         return None
-    source = SOURCE.read_bytes()
+    source = path.read_bytes()
     key = hashlib.sha256(source + " ".join((compiler, *_FLAGS, _cpu())).encode()).hexdigest()[:16]
     for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"xmodal-bench-{os.getuid()}"):
-        target = folder / f"count_tile-{key}.so"
+        target = folder / f"{path.stem}-{key}.so"
         if target.is_file():
             return target
         try:
@@ -66,7 +67,7 @@ def _build() -> Path | None:
             fd, partial = tempfile.mkstemp(dir=folder, suffix=".so.partial")
             os.close(fd)
             done = subprocess.run(
-                [compiler, *_FLAGS, str(SOURCE), "-o", partial], capture_output=True, timeout=120
+                [compiler, *_FLAGS, str(path), "-o", partial], capture_output=True, timeout=120
             )
             if done.returncode != 0:
                 os.unlink(partial)
@@ -78,24 +79,31 @@ def _build() -> Path | None:
     return None
 
 
-def _library() -> ctypes.CDLL | None:
-    global _LIB, _TRIED
+def load_function(path: Path, name: str, argtypes: list, restype: Any = None) -> Any | None:
+    """The C function `name` of the file `path` (built and loaded on first use), or None when
+    kernels are disabled (`XMODAL_BENCH_FUSED=0`) or it cannot be built. Loaded once per process."""
     with _LOCK:
-        if not _TRIED:
-            _TRIED = True
+        key = (path, name)
+        if key not in _FUNCTIONS:
+            fn = None
             if os.environ.get("XMODAL_BENCH_FUSED", "1") != "0":
-                path = _build()
+                built = _build(path)
                 try:
-                    lib = ctypes.CDLL(str(path)) if path is not None else None
-                except OSError:
-                    lib = None
-                if lib is not None:
-                    fn = lib.xmb_count_tile
-                    fn.restype = ctypes.c_int
-                    fn.argtypes = [ctypes.c_void_p, *[ctypes.c_int64] * 3, ctypes.c_void_p, ctypes.c_void_p]
-                    fn.argtypes += [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-                    _LIB = lib
-        return _LIB
+                    fn = getattr(ctypes.CDLL(str(built)), name) if built is not None else None
+                except (OSError, AttributeError):
+                    fn = None
+                if fn is not None:
+                    fn.restype, fn.argtypes = restype, argtypes
+            _FUNCTIONS[key] = fn
+        return _FUNCTIONS[key]
+
+
+_COUNT_ARGTYPES = [ctypes.c_void_p, *[ctypes.c_int64] * 3, ctypes.c_void_p, ctypes.c_void_p]
+_COUNT_ARGTYPES += [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+
+
+def _library() -> Any | None:
+    return load_function(SOURCE, "xmb_count_tile", _COUNT_ARGTYPES, ctypes.c_int)
 
 
 def available() -> bool:
@@ -104,10 +112,9 @@ def available() -> bool:
 
 
 def set_enabled(enabled: bool) -> None:
-    """Use the kernel (when it builds) or not; for tests and side-by-side benchmarks."""
-    global _LIB, _TRIED
+    """Use the kernels (when they build) or not; for tests and side-by-side benchmarks."""
     with _LOCK:
-        _LIB, _TRIED = None, False
+        _FUNCTIONS.clear()
     os.environ["XMODAL_BENCH_FUSED"] = "1" if enabled else "0"
 
 
@@ -129,8 +136,8 @@ def count_tile(
     `row_threshold` [r] (`>=` when `row_ge`), and to `col_counts` [c] the same per column against
     `col_threshold` [c]. Thresholds float32 and counts int64, contiguous, on the CPU.
     Returns False (nothing changed) when the kernel is unavailable: use the torch path then."""
-    lib = _library()
-    if lib is None or not supports(scores):
+    count = _library()
+    if count is None or not supports(scores):
         return False
     rows, cols = scores.shape
     for t, dtype, n in (
@@ -141,7 +148,7 @@ def count_tile(
     ):
         if t.dtype != dtype or not t.is_contiguous() or t.numel() != n or t.device.type != "cpu":
             raise ValueError(f"count_tile: expected a contiguous {dtype} CPU tensor of {n} elements")
-    status = lib.xmb_count_tile(
+    status = count(
         scores.data_ptr(),
         rows,
         cols,
