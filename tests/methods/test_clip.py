@@ -59,3 +59,34 @@ def test_pretrained_checkpoint_loads_through_the_config(tmp_path) -> None:
         assert torch.equal(
             trained.text_features(batch["text"])["global"], loaded.text_features(batch["text"])["global"]
         )
+
+
+def _naive_token_scores(method, batch) -> torch.Tensor:
+    """FILIP's late interaction, pair by pair: mean over words of the best patch's cosine."""
+    backbone = method.backbone
+    _, patches = backbone.encode_image(batch["image"])
+    _, words, _ = backbone.encode_text(batch["text"])
+    patches = torch.nn.functional.normalize(backbone.project_image_tokens(patches), dim=-1)
+    words = torch.nn.functional.normalize(backbone.project_text_tokens(words), dim=-1)
+    scores = torch.zeros(len(patches), len(words))
+    for t, ids in enumerate(batch["text"]):
+        length = int((ids != 0).sum())  # start marker, words, end marker, then padding
+        caption = words[t, 1 : length - 1]
+        for i in range(len(patches)):
+            scores[i, t] = (caption @ patches[i].T).max(dim=1).values.mean()
+    return scores
+
+
+def test_token_term_is_filips_late_interaction_infonce() -> None:
+    method = create_method(_config("clip.token_loss_weight=0.5"))
+    batch = _batch(method)
+    ids = {"image_index": batch["image_index"], "pid": batch["pid"]}
+    with torch.no_grad():
+        step = method.train_step(batch, ids)
+        logits = method.backbone.logit_scale.exp() * _naive_token_scores(method, batch)
+        labels = torch.arange(len(logits))
+        want = 0.5 * (
+            torch.nn.functional.cross_entropy(logits, labels) + torch.nn.functional.cross_entropy(logits.T, labels)
+        ) / 2
+    assert torch.allclose(step.losses["token_infonce"], want, atol=1e-5)
+    assert "token_infonce" not in create_method(_config()).train_step(batch, ids).losses  # CLIP: off

@@ -3,7 +3,7 @@
 from xmodal_bench.losses.cmc import cmc_loss, consistency_loss
 from xmodal_bench.losses.distill import listwise_distillation
 from xmodal_bench.losses.identity import identity_accuracy, identity_loss
-from xmodal_bench.losses.infonce import infonce, match_mask, soft_target_cross_entropy
+from xmodal_bench.losses.infonce import infonce, match_mask, score_infonce, soft_target_cross_entropy
 from xmodal_bench.losses.kendall import kendall_rank_loss
 from xmodal_bench.losses.mlm import mask_tokens, masked_lm_accuracy, masked_lm_loss
 from xmodal_bench.losses.sdm import sdm_loss
@@ -25,6 +25,7 @@ __all__ = [
     "masked_lm_loss",
     "match_mask",
     "mean_negative_triplet",
+    "score_infonce",
     "sdm_loss",
     "soft_negative_triplet",
     "soft_target_cross_entropy",

@@ -31,7 +31,12 @@ def infonce(image: Tensor, text: Tensor, logit_scale: Tensor, positives: Tensor 
     `logit_scale` multiplies the cosine similarities (CLIP learns its log); `positives` [B, B]
     marks matching pairs (default: the diagonal).
     """
-    logits = logit_scale * image @ text.T
+    return score_infonce(image @ text.T, logit_scale, positives)
+
+
+def score_infonce(scores: Tensor, logit_scale: Tensor, positives: Tensor | None = None) -> Tensor:
+    """Symmetric InfoNCE over any batch score matrix [images, captions] (cosines, token scores)."""
+    logits = logit_scale * scores
     if positives is None:
         labels = torch.arange(logits.shape[0], device=logits.device)
         return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
