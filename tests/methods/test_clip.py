@@ -85,8 +85,13 @@ def test_token_term_is_filips_late_interaction_infonce() -> None:
         step = method.train_step(batch, ids)
         logits = method.backbone.logit_scale.exp() * _naive_token_scores(method, batch)
         labels = torch.arange(len(logits))
-        want = 0.5 * (
-            torch.nn.functional.cross_entropy(logits, labels) + torch.nn.functional.cross_entropy(logits.T, labels)
-        ) / 2
+        want = (
+            0.5
+            * (
+                torch.nn.functional.cross_entropy(logits, labels)
+                + torch.nn.functional.cross_entropy(logits.T, labels)
+            )
+            / 2
+        )
     assert torch.allclose(step.losses["token_infonce"], want, atol=1e-5)
     assert "token_infonce" not in create_method(_config()).train_step(batch, ids).losses  # CLIP: off
