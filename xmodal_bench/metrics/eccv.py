@@ -27,7 +27,6 @@ import torch
 from torch import Tensor
 
 from xmodal_bench.metrics import topk
-from xmodal_bench.metrics.topk import stable_top_k as _stable_top_k  # noqa: F401 (tests use it)
 
 ECCV_METRIC_NAMES = (
     "eccv/i2t_map_at_r",

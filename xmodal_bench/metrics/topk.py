@@ -45,16 +45,19 @@ def kernel_available() -> bool:
     return _kernel() is not None
 
 
-def stable_top_k(scores: Tensor, k: int) -> Tensor:
-    """Indices [c, k] of each row's k highest scores, as a stable descending sort orders them."""
+def stable_top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(values [c, k], indices [c, k]) of each row's k highest scores, as a stable descending sort
+    orders them: equal scores in index order, and the set follows the same rule at the k-th place."""
+    k = min(k, scores.shape[1])
     extra = min(k + 1, scores.shape[1])  # one more: a tie at the k-th place shows as equal neighbours
     values, indices = scores.topk(extra, dim=1)
-    redo = (values[:, 1:] == values[:, :-1]).any(1)
-    indices = indices[:, :k]
-    rows = torch.nonzero(redo).squeeze(1)
-    if rows.numel():  # ties: let a stable sort decide, as the ranks do
-        indices[rows] = torch.sort(scores[rows], dim=1, descending=True, stable=True).indices[:, :k]
-    return indices
+    redo = torch.nonzero((values[:, 1:] == values[:, :-1]).any(1)).squeeze(1)
+    values, indices = values[:, :k], indices[:, :k]
+    if redo.numel():  # ties: let a stable sort decide, as the ranks do
+        order = torch.sort(scores[redo], dim=1, descending=True, stable=True).indices[:, :k]
+        indices[redo] = order
+        values[redo] = scores[redo].gather(1, order)
+    return values, indices
 
 
 def torch_top_k(queries: Tensor, gallery: Tensor, k: int, chunk_size: int | None = None) -> Tensor:
@@ -62,9 +65,7 @@ def torch_top_k(queries: Tensor, gallery: Tensor, k: int, chunk_size: int | None
     chunk = resolve_chunk_size(
         chunk_size or max(1, TORCH_BLOCK_ELEMENTS // gallery.shape[0]), len(queries), 1
     )
-    parts = [
-        stable_top_k(score_block(part, gallery), min(k, gallery.shape[0])) for part in queries.split(chunk)
-    ]
+    parts = [stable_top_k(score_block(part, gallery), k)[1] for part in queries.split(chunk)]
     return torch.cat(parts)
 
 

@@ -17,7 +17,7 @@ Public API (everything else in this module is private):
   score, ALADIN's alignment head).
 - `two_stage_search(...)`: the served pipeline (top results per query, what latency measures).
 - `two_stage_ranks(...)` / `exhaustive_ranks(...)`: exact 0-based ranks of given positives for the
-  metrics; `stable_top_k(...)`: top-k of a score block, ties broken by index.
+  metrics; top-k of a score block is `metrics.topk.stable_top_k` (ties broken by index).
 
 Rank semantics (exact, for every positive): the final order of a query's gallery is the K
 shortlisted items sorted by fused score (ties: lower gallery index first), followed by every other
@@ -38,6 +38,7 @@ from torch import Tensor
 
 from xmodal_bench.errors import UserError
 from xmodal_bench.metrics import ranks_in_block, resolve_chunk_size, score_block
+from xmodal_bench.metrics.topk import stable_top_k
 from xmodal_bench.retrieval.token_scores import MEAN, WordPooling
 
 
@@ -55,26 +56,6 @@ def check_k(k: int, name: str = "k") -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise UserError(f"{name} must be a positive integer (shortlist length), got {k!r}")
     return k
-
-
-def stable_top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Top-k of each row of `scores` [c, G] as a stable descending sort would give them.
-
-    Returns (values [c, k], indices [c, k]): highest score first, equal scores in index order, and
-    the set itself follows the same rule at the k-th place (never an arbitrary tied item).
-    """
-    k = min(k, scores.shape[1])
-    values, indices = scores.topk(k, dim=1)
-    kth = values[:, -1:]
-    ambiguous = torch.nonzero((scores >= kth).sum(1) > k).squeeze(1)
-    if ambiguous.numel():  # ties at the k-th place: let a full stable sort pick the set
-        order = torch.sort(scores[ambiguous], dim=1, descending=True, stable=True).indices[:, :k]
-        indices[ambiguous] = order
-        values[ambiguous] = scores[ambiguous].gather(1, order)
-    by_index, perm = indices.sort(dim=1)
-    values = values.gather(1, perm)
-    order = torch.sort(values, dim=1, descending=True, stable=True).indices
-    return values.gather(1, order), by_index.gather(1, order)
 
 
 class CosineIndex:
