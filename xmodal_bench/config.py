@@ -279,13 +279,18 @@ def _refuse_interpolation(value: Any, origin: str) -> None:
 
 
 def _merge(cfg: DictConfig, layer: dict[str, Any], origin: str) -> DictConfig:
+    """`cfg` with `layer` merged in; a merge OmegaConf refuses is a UserError naming `origin`.
+
+    OmegaConf 2.4 raises a plain TypeError (not its own exception) for a mapping merged
+    into a tuple field such as `optim.betas={}`; it is the same user mistake.
+    """
     try:
         return OmegaConf.merge(cfg, layer)
-    except OmegaConfBaseException as exc:
+    except (OmegaConfBaseException, TypeError) as exc:
         raise UserError(f"{origin}: {_describe(exc)}") from None
 
 
-def _describe(exc: OmegaConfBaseException) -> str:
+def _describe(exc: Exception) -> str:
     message = str(exc).splitlines()[0]
     key = getattr(exc, "full_key", None)
     return f"{key}: {message}" if key and key not in message else message
