@@ -7,10 +7,12 @@ Embeddings are random unit vectors on the package's own COCO 5K test ids (each c
 image's embedding plus noise, as in `metrics_engine.py`), scored by exact dot product on the CPU.
 Each repeat times, one after the other in this process (so all see the same load):
 - `coco`: `protocol.metrics(protocol.ranks(gallery))`: 5K and the five 1K folds;
-- `eccv`: `protocol.id_metrics(gallery)`: the id checks, both directions' top-K lists and the
-  `eccv-caption` package's `compute_all_metrics` (`coco + eccv` is the sum of the two);
+- `eccv`: `protocol.id_metrics(gallery)`: the id checks, both directions' top-K lists, the
+  `eccv-caption` package's `compute_all_metrics` and every query's values (for the bootstrap)
+  (`coco + eccv` is the sum of the two);
 - `lists`: the top-K rows of both directions (`EmbeddingTopK.both`), one pass over the tiles;
 - `package`: `compute_all_metrics` alone on ready lists;
+- `per-query`: `per_query_values` alone on ready lists;
 - `old lists`: the former way (`torch.topk` per block, one matmul pass per direction), as a
   reference for what the one-pass kernel saves.
 Reported: the median of the repeats and each case's median ratio to `coco` within a repeat.
@@ -33,11 +35,12 @@ from _common import emit, emit_summary, fmt_s, machine, provenance_notes, write_
 from xmodal_bench.metrics import Gallery, get_protocol, topk
 from xmodal_bench.metrics.eccv import (
     CXC_KS,
-    _id_lists,
+    _id_matrix,
     _list_length,
     coco_test_ids,
     embedding_top_k,
     package,
+    per_query_values,
 )
 
 TARGETS = ("cxc_recalls", "eccv_map_at_r", "eccv_rprecision", "eccv_r1")
@@ -62,8 +65,10 @@ def cases(gallery: Gallery) -> dict:
     k_i2t, k_t2i = _list_length("i2t"), _list_length("t2i")
     search = embedding_top_k(gallery.image_emb, gallery.text_emb)
     found_i2t, found_t2i = search.both(k_i2t, k_t2i)
-    i2t = _id_lists(found_i2t.numpy(), images, captions, k_i2t)
-    t2i = _id_lists(found_t2i.numpy(), captions, images, k_t2i)
+    ids_i2t = _id_matrix(found_i2t.numpy(), captions, k_i2t)
+    ids_t2i = _id_matrix(found_t2i.numpy(), images, k_t2i)
+    i2t = dict(zip(images.tolist(), ids_i2t.tolist(), strict=True))
+    t2i = dict(zip(captions.tolist(), ids_t2i.tolist(), strict=True))
 
     def run_package():
         with contextlib.redirect_stderr(io.StringIO()):
@@ -78,6 +83,7 @@ def cases(gallery: Gallery) -> dict:
         "eccv": lambda: coco.id_metrics(gallery),
         "lists": lambda: search.both(k_i2t, k_t2i),
         "package": run_package,
+        "per-query": lambda: per_query_values(ids_i2t, ids_t2i, images, captions),
         "old lists": old_lists,
     }
 
@@ -129,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         [
             *provenance_notes("eccv_cost.py", argv, info, info_end),
             "coco = 5K and 1K ranks and metrics; eccv = `id_metrics` (id checks, both directions' "
-            "top-K lists in one kernel pass, the package); package = `compute_all_metrics` on "
-            "ready lists; old lists = one `torch.topk` pass per direction (before the kernel). "
+            "top-K lists in one kernel pass, the package, per-query values); package = "
+            "`compute_all_metrics` on ready lists; per-query = `per_query_values` on ready lists; old lists = one `torch.topk` pass per direction (before the kernel). "
             f"Median of {args.repeats} repeats, each case timed right after the others.",
         ],
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import sys
 
 import numpy as np
@@ -18,6 +19,7 @@ from xmodal_bench.metrics.eccv import (
     embedding_top_k,
     package,
 )
+from xmodal_bench.metrics.protocols import IdMetrics
 from xmodal_bench.metrics.score import score_files
 
 
@@ -38,8 +40,8 @@ def coco_layout():
     return images, captions, torch.from_numpy(owner), image_emb, text_emb
 
 
-def _package_evaluation(images, captions, image_emb, text_emb, k: int = 60) -> dict[str, float]:
-    """The package's compute_all_metrics on plain top-k lists from the whole score matrix (chunked)."""
+def _package_lists(images, captions, image_emb, text_emb, k: int = 60):
+    """{query id: top-k gallery ids} of both directions, by plain topk of the score matrix (chunked)."""
 
     def lists(queries, gallery, query_ids, gallery_ids):
         out = {}
@@ -48,8 +50,12 @@ def _package_evaluation(images, captions, image_emb, text_emb, k: int = 60) -> d
             out.update(zip(query_ids[start : start + 2000].tolist(), gallery_ids[top].tolist(), strict=True))
         return out
 
-    i2t = lists(image_emb, text_emb, images, captions)
-    t2i = lists(text_emb, image_emb, captions, images)
+    return lists(image_emb, text_emb, images, captions), lists(text_emb, image_emb, captions, images)
+
+
+def _package_evaluation(images, captions, image_emb, text_emb) -> dict[str, float]:
+    """The package's compute_all_metrics on plain top-k lists from the whole score matrix."""
+    i2t, t2i = _package_lists(images, captions, image_emb, text_emb)
     targets = ("cxc_recalls", "eccv_map_at_r", "eccv_rprecision", "eccv_r1")
     with contextlib.redirect_stderr(io.StringIO()):
         scores = package().compute_all_metrics(i2t, t2i, target_metrics=targets, Ks=(1, 5, 10))
@@ -65,8 +71,9 @@ def test_eccv_and_cxc_equal_the_package_and_ignore_row_order(coco_layout) -> Non
     images, captions, owner, image_emb, text_emb = coco_layout
     coco = get_protocol("coco")
     gallery = Gallery(owner, image_emb, text_emb, image_ids=images, caption_ids=captions)
-    mine, note = coco.id_metrics(gallery)
-    assert note is None and list(mine) == list(ECCV_METRIC_NAMES)
+    found = coco.id_metrics(gallery)
+    mine = found.metrics
+    assert found.note is None and list(mine) == list(ECCV_METRIC_NAMES)
     expected = _package_evaluation(images, captions, image_emb, text_emb)
     assert mine == pytest.approx(expected, abs=1e-9)
     assert 0 < mine["eccv/t2i_map_at_r"] < 100  # not a degenerate layout
@@ -83,8 +90,96 @@ def test_eccv_and_cxc_equal_the_package_and_ignore_row_order(coco_layout) -> Non
         image_ids=images[image_perm.numpy()],
         caption_ids=captions[caption_perm.numpy()],
     )
-    again, _ = coco.id_metrics(shuffled)
-    assert again == pytest.approx(mine, abs=1e-9)
+    again = coco.id_metrics(shuffled)
+    assert again.metrics == pytest.approx(mine, abs=1e-9)
+    # each query row's values move with its row
+    for name, values in found.per_query.items():
+        perm = image_perm if "/i2t_" in name else caption_perm
+        assert torch.equal(again.per_query[name].isnan(), values[perm].isnan())
+        assert torch.allclose(again.per_query[name].nan_to_num(-1), values[perm].nan_to_num(-1))
+
+
+def test_each_query_value_is_the_package_score_of_that_query_alone(coco_layout) -> None:
+    """Per-query values (what the bootstrap resamples) against the package run on one query at a time."""
+    from eccv_caption import _metrics
+
+    images, captions, owner, image_emb, text_emb = coco_layout
+    values = (
+        get_protocol("coco")
+        .id_metrics(Gallery(owner, image_emb, text_emb, image_ids=images, caption_ids=captions))
+        .per_query
+    )
+    lists = dict(zip(("i2t", "t2i"), _package_lists(images, captions, image_emb, text_emb), strict=True))
+    rows = {
+        "i2t": {int(i): r for r, i in enumerate(images)},
+        "t2i": {int(c): r for r, c in enumerate(captions)},
+    }
+    for direction in ("i2t", "t2i"):
+        eccv, cxc = package().eccv_gts[direction], package().cxc_gts[direction]
+        for query in list(eccv)[:: len(eccv) // 40]:
+            one = {query: lists[direction][query]}
+            with contextlib.redirect_stderr(io.StringIO()):
+                expected = _metrics.compute_eccv_metrics(one, {query: eccv[query]})
+            for what in ("map_at_r", "rprecision", "r1"):
+                got = float(values[f"eccv/{direction}_{what}"][rows[direction][query]])
+                assert got == pytest.approx(float(expected[f"eccv_{what}"]), abs=1e-12)
+        for query in list(cxc)[:: len(cxc) // 40]:
+            for k in (1, 5, 10):
+                expected = _metrics.compute_r_at_k({query: lists[direction][query]}, {query: cxc[query]}, K=k)
+                assert float(values[f"cxc/{direction}_r{k}"][rows[direction][query]]) == expected
+        outside = [r for q, r in rows[direction].items() if q not in eccv]
+        assert values[f"eccv/{direction}_map_at_r"][outside].isnan().all()  # not an ECCV query
+
+
+def test_a_coco_run_gets_intervals_and_pairs_on_the_eccv_columns(coco_layout, tmp_path, capsys) -> None:
+    """evaluate_modes saves the per-query values with the ranks; compare and the leaderboard use them."""
+    from xmodal_bench.report.ranks import save_ranks
+    from xmodal_bench.report.results import RESULTS_FILE, RESULTS_SCHEMA, find_results
+    from xmodal_bench.report.significance import annotate
+    from xmodal_bench.report.tables import build_rows
+    from xmodal_bench.retrieval.evaluation import EvalInputs, evaluate_modes, global_mode
+
+    images, captions, owner, image_emb, text_emb = coco_layout
+    coco = get_protocol("coco")
+    folders = []
+    for seed, noise in enumerate((0.0, 0.3)):
+        jitter = noise * torch.randn(text_emb.shape, generator=torch.Generator().manual_seed(seed))
+        texts = torch.nn.functional.normalize(text_emb + jitter, dim=1)
+        pids = {"pid": torch.zeros(len(images), dtype=torch.long)}
+        inputs = EvalInputs(
+            {"global": image_emb, **pids},
+            {"global": texts, "pid": torch.zeros(len(captions), dtype=torch.long), "image_index": owner},
+            "coco",
+            ids=(images, captions),
+        )
+        report = evaluate_modes(None, inputs, [global_mode()], with_latency=False)
+        metrics, ranks = report["modes"]["global"]["metrics"], report["ranks"]["global"]
+        assert set(ECCV_METRIC_NAMES) <= set(ranks)  # the per-query values travel with the ranks
+        assert coco.metrics(ranks) == pytest.approx(metrics, abs=1e-6)  # and give the same numbers
+        folder = tmp_path / "coco" / "clip" / f"run{seed}"
+        folder.mkdir(parents=True)
+        record = {
+            "schema": RESULTS_SCHEMA, "method": "clip" if seed == 0 else "irra", "dataset": "coco",
+            "protocol": "coco", "scale": "tiny", "seed": 0, "config_id": f"c{seed}",
+            "primary_mode": "global", "metrics": metrics, "modes": report["modes"], "efficiency": {},
+        }  # fmt: skip
+        (folder / RESULTS_FILE).write_text(json.dumps(record))
+        save_ranks(folder, report["ranks"])
+        folders.append(folder)
+    assert main(["compare", str(folders[0]), str(folders[0]), "--json", "--resamples", "30"]) == 0
+    rows = {r["metric"]: r for r in json.loads(capsys.readouterr().out)["metrics"]}
+    assert set(ECCV_METRIC_NAMES) <= set(rows)
+    assert all(rows[n]["difference"] == 0 and rows[n]["p"] == 1.0 for n in ECCV_METRIC_NAMES)
+    assert main(["compare", str(folders[0]), str(folders[1]), "--json", "--resamples", "30"]) == 0
+    rows = {r["metric"]: r for r in json.loads(capsys.readouterr().out)["metrics"]}
+    cell = rows["eccv/t2i_map_at_r"]
+    assert cell["difference"] > 0 and cell["low"] <= cell["difference"] <= cell["high"]
+    board = build_rows(find_results(tmp_path))
+    annotate(board, coco, resamples=30)
+    for row in board:
+        for name in ("eccv/i2t_map_at_r", "eccv/t2i_map_at_r", "cxc/i2t_r1", "cxc/t2i_r1"):
+            low, high = row.intervals[name]
+            assert low < row.mean(name) < high
 
 
 def test_score_command_adds_them_and_notes_other_ids(coco_layout, tmp_path, capsys) -> None:
@@ -158,14 +253,13 @@ def test_a_dataset_without_ids_or_of_another_size_gets_one_note() -> None:
     coco = get_protocol("coco")
     owner = torch.arange(20) // 4
     gallery = Gallery(owner, torch.eye(5, 8), torch.eye(8)[owner % 8])
-    assert coco.id_metrics(gallery) == (
-        {},
-        "ECCV Caption / CxC metrics left out: the dataset has no image and caption ids",
+    assert coco.id_metrics(gallery) == IdMetrics(
+        note="ECCV Caption / CxC metrics left out: the dataset has no image and caption ids"
     )
     from dataclasses import replace
 
-    metrics, note = coco.id_metrics(replace(gallery, image_ids=np.arange(5), caption_ids=np.arange(20)))
-    assert metrics == {} and "not the COCO 5K test split" in note
+    found = coco.id_metrics(replace(gallery, image_ids=np.arange(5), caption_ids=np.arange(20)))
+    assert found.metrics == found.per_query == {} and "not the COCO 5K test split" in found.note
     assert sys.modules["eccv_caption"]  # the package is a dependency, imported on use
 
 

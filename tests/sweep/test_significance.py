@@ -11,6 +11,7 @@ import torch
 
 from xmodal_bench.cli import main
 from xmodal_bench.metrics import get_protocol
+from xmodal_bench.metrics.eccv import metrics_from_values
 from xmodal_bench.report.ranks import save_ranks
 from xmodal_bench.report.results import RESULTS_FILE, RESULTS_SCHEMA
 from xmodal_bench.report.significance import distribution, draw, interval, p_value
@@ -31,6 +32,22 @@ def test_the_interval_covers_the_true_value_at_its_nominal_rate() -> None:
         covered += low <= 100 * p <= high
     # binomial(150, 0.95): sd 1.8%; percentile intervals run slightly narrow at n = 200
     assert 0.89 <= covered / trials <= 0.99
+
+
+def test_the_interval_of_a_per_query_id_metric_covers_at_its_nominal_rate() -> None:
+    """ECCV-style per-query values: defined on a random 40% of the rows (NaN elsewhere), AP-like
+    values of mean 0.3; the interval of the resampled mean (`metrics_from_values`) holds 30 about
+    95% of the time."""
+    generator = torch.Generator().manual_seed(1)
+    n, trials, covered = 400, 200, 0
+    for trial in range(trials):
+        values = torch.rand(n, generator=generator, dtype=torch.float64) * 0.6  # mean 0.3
+        values[torch.rand(n, generator=generator) >= 0.4] = float("nan")
+        per_query = {"eccv/t2i_map_at_r": values}
+        dist = distribution(metrics_from_values, per_query, draw(per_query, resamples=1000, seed=trial))
+        low, high = interval(dist["eccv/t2i_map_at_r"])
+        covered += low <= 30.0 <= high
+    assert 0.90 <= covered / trials <= 0.99  # binomial(200, 0.95): sd 1.5%
 
 
 def test_p_value_of_identical_and_separated_distributions() -> None:

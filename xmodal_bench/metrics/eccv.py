@@ -11,6 +11,13 @@ This module only builds what the package takes: per query its top-K retrieved ga
 function (`TopK`) supplies the lists: exact dot-product top-K of embeddings (`embedding_top_k`,
 ties by index as a stable sort; both directions from one pass over the score tiles, see
 `metrics.topk`) or any inference mode's search (LIST_CHUNK queries at a time).
+
+Every metric is a mean over its queries (ECCV: the 1,261 image and 1,332 caption queries that
+have extra positives; CxC: the queries with CxC positives), so each query row also gets its own
+value (`per_query_values`: 0-1, NaN for a row that is not one of the metric's queries). Their
+means are checked against the package's numbers on every evaluation; saved beside the ranks,
+they give the ECCV and CxC columns the same paired bootstrap as the rank metrics
+(`metrics_from_values` of a resample; `report.significance`).
 """
 
 from __future__ import annotations
@@ -134,10 +141,8 @@ def embedding_top_k(
     return EmbeddingTopK(image_emb, text_emb, chunk_size, score_dtype)
 
 
-def _id_lists(
-    found: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray, k: int
-) -> dict[int, list[int]]:
-    """{query id: gallery ids of its found rows}; rows < 0 and a short list's tail become misses.
+def _id_matrix(found: np.ndarray, gallery_ids: np.ndarray, k: int) -> np.ndarray:
+    """[Q, k] gallery ids of the found rows; rows < 0 and a short list's tail become misses.
 
     A miss is a distinct id no positive has (-1, -2, ... by position), so sets keep their size.
     """
@@ -146,19 +151,18 @@ def _id_lists(
     ids = gallery_ids[found.clip(min=0)]
     if (found < 0).any():
         ids = np.where(found >= 0, ids, -1 - np.arange(k)[None, :])
-    return dict(zip(query_ids.tolist(), ids.tolist(), strict=True))
+    return ids
 
 
-def retrieved_lists(
-    top_k: TopK, direction: str, query_ids: np.ndarray, gallery_ids: np.ndarray, k: int, device: Any = "cpu"
-) -> dict[int, list[int]]:
-    """{query id: its top-k gallery ids}, built LIST_CHUNK queries at a time."""
-    out: dict[int, list[int]] = {}
-    rows = torch.arange(len(query_ids), device=device)
-    for part in rows.split(LIST_CHUNK):
-        found = top_k(direction, part, k).cpu().numpy()
-        out.update(_id_lists(found, query_ids[part.cpu().numpy()], gallery_ids, k))
-    return out
+def retrieved_ids(
+    top_k: TopK, direction: str, gallery_ids: np.ndarray, queries: int, k: int, device: Any = "cpu"
+) -> np.ndarray:
+    """[queries, k] top-k gallery ids of every query row, searched LIST_CHUNK queries at a time."""
+    rows = torch.arange(queries, device=device)
+    parts = [
+        _id_matrix(top_k(direction, part, k).cpu().numpy(), gallery_ids, k) for part in rows.split(LIST_CHUNK)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
 
 
 def _list_length(direction: str) -> int:
@@ -166,21 +170,80 @@ def _list_length(direction: str) -> int:
     return max(max(CXC_KS), *(len(set(p)) for p in positives))
 
 
-def eccv_cxc_metrics(image_ids: Any, caption_ids: Any, top_k: TopK, device: Any = "cpu") -> dict[str, float]:
-    """The twelve ECCV Caption / CxC metrics (percent, `ECCV_METRIC_NAMES`), by the package.
+@functools.cache
+def _positive_pairs(family: str, direction: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The package's positives of one family and direction as arrays: (sorted keys of the
+    (query id, positive id) pairs, sorted query ids, their distinct positive counts, key span)."""
+    positives = (package().eccv_gts if family == "eccv" else package().cxc_gts)[direction]
+    queries = np.array(sorted(positives), dtype=np.int64)
+    unique = [np.unique(np.asarray(positives[q], dtype=np.int64)) for q in queries.tolist()]
+    counts = np.array([len(u) for u in unique], dtype=np.int64)
+    owners = np.repeat(queries, counts)
+    wanted = np.concatenate(unique) if unique else np.zeros(0, dtype=np.int64)
+    span = int(max(queries.max(initial=0), wanted.max(initial=0))) + 1
+    return np.sort(owners * span + wanted), queries, counts, span
 
-    image_ids [N] and caption_ids [M] are the COCO ids of the gallery rows (checked beforehand
-    with `ids_problem`); `top_k` retrieves gallery rows for query rows.
-    """
-    images, captions = np.asarray(image_ids, dtype=np.int64), np.asarray(caption_ids, dtype=np.int64)
-    k_i2t, k_t2i = _list_length("i2t"), _list_length("t2i")
-    if isinstance(top_k, EmbeddingTopK):  # both directions from one pass over the scores
-        found_i2t, found_t2i = top_k.both(k_i2t, k_t2i)
-        i2t = _id_lists(found_i2t.cpu().numpy(), images, captions, k_i2t)
-        t2i = _id_lists(found_t2i.cpu().numpy(), captions, images, k_t2i)
+
+def _hits(
+    family: str, direction: str, found: np.ndarray, query_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(hits [Q, k]: the retrieved id is one of the query's positives, counts [Q]: its distinct
+    positives, 0 for a row that is not one of the set's queries)."""
+    keys, queries, counts, span = _positive_pairs(family, direction)
+    where = np.searchsorted(queries, query_ids).clip(max=max(len(queries) - 1, 0))
+    known = queries[where] == query_ids if len(queries) else np.zeros(len(query_ids), dtype=bool)
+    row_counts = np.where(known, counts[where] if len(queries) else 0, 0)
+    hits = np.isin(query_ids[:, None] * span + found, keys)
+    return hits & (found >= 0) & (found < span), row_counts  # a miss (< 0) never hits
+
+
+def _query_values(family: str, hits: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Each query's value of the family's metrics (ECCV: mAP@R, R-Precision, R@1; CxC: R@K)."""
+    if family == "cxc":
+        values = {f"r{k}": hits[:, :k].any(axis=1) for k in CXC_KS}
     else:
-        i2t = retrieved_lists(top_k, "i2t", images, captions, k_i2t, device)
-        t2i = retrieved_lists(top_k, "t2i", captions, images, k_t2i, device)
+        position = np.arange(1, hits.shape[1] + 1)
+        within = position[None, :] <= counts[:, None]  # the first R places, R = the query's positives
+        precision_at = np.cumsum(hits, axis=1) / position  # hits among the first r, over r
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = {
+                "map_at_r": (hits * precision_at * within).sum(axis=1) / counts,
+                "rprecision": (hits & within).sum(axis=1) / counts,
+                "r1": hits[:, 0],
+            }
+    return {what: np.where(counts > 0, value, np.nan).astype(np.float64) for what, value in values.items()}
+
+
+def per_query_values(
+    found_i2t: np.ndarray, found_t2i: np.ndarray, image_ids: np.ndarray, caption_ids: np.ndarray
+) -> dict[str, np.ndarray]:
+    """{metric: [query rows] value in 0-1, NaN for rows that are not its queries} of the twelve
+    metrics, from the retrieved id matrices (`retrieved_ids`) of both directions."""
+    out: dict[str, np.ndarray] = {}
+    for direction, found, query_ids in (("i2t", found_i2t, image_ids), ("t2i", found_t2i, caption_ids)):
+        for family in ("eccv", "cxc"):
+            hits, counts = _hits(family, direction, found, query_ids)
+            for what, values in _query_values(family, hits, counts).items():
+                out[f"{family}/{direction}_{what}"] = values
+    return {name: out[name] for name in ECCV_METRIC_NAMES}
+
+
+def metrics_from_values(values: Any) -> dict[str, float]:
+    """The metrics (percent) of the per-query values present in `values` (a run's, or a resample's)."""
+    out = {}
+    for name in ECCV_METRIC_NAMES:
+        if name in values:
+            column = torch.as_tensor(values[name], dtype=torch.float64)
+            out[name] = 100.0 * float(torch.nanmean(column))
+    return out
+
+
+def _package_metrics(
+    found_i2t: np.ndarray, found_t2i: np.ndarray, images: np.ndarray, captions: np.ndarray
+) -> dict[str, float]:
+    """The twelve metrics (percent) by `eccv_caption.Metrics.compute_all_metrics` on the lists."""
+    i2t = dict(zip(images.tolist(), found_i2t.tolist(), strict=True))
+    t2i = dict(zip(captions.tolist(), found_t2i.tolist(), strict=True))
     targets = ("cxc_recalls", "eccv_map_at_r", "eccv_rprecision", "eccv_r1")
     with contextlib.redirect_stderr(io.StringIO()):  # the package's progress bars
         scores = package().compute_all_metrics(i2t, t2i, target_metrics=targets, Ks=CXC_KS, verbose=False)
@@ -190,3 +253,31 @@ def eccv_cxc_metrics(image_ids: Any, caption_ids: Any, top_k: TopK, device: Any 
         direction, _, what = metric.partition("_")
         out[name] = 100.0 * float(scores[f"{family}_{what}"][direction])
     return out
+
+
+def eccv_cxc_metrics(
+    image_ids: Any, caption_ids: Any, top_k: TopK, device: Any = "cpu"
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """(the twelve ECCV Caption / CxC metrics by the package, in percent (`ECCV_METRIC_NAMES`),
+    each query row's values (`per_query_values`)).
+
+    image_ids [N] and caption_ids [M] are the COCO ids of the gallery rows (checked beforehand
+    with `ids_problem`); `top_k` retrieves gallery rows for query rows. The per-query means must
+    equal the package's numbers: a mismatch is a bug here and raises.
+    """
+    images, captions = np.asarray(image_ids, dtype=np.int64), np.asarray(caption_ids, dtype=np.int64)
+    k_i2t, k_t2i = _list_length("i2t"), _list_length("t2i")
+    if isinstance(top_k, EmbeddingTopK):  # both directions from one pass over the scores
+        rows_i2t, rows_t2i = top_k.both(k_i2t, k_t2i)
+        found_i2t = _id_matrix(rows_i2t.cpu().numpy(), captions, k_i2t)
+        found_t2i = _id_matrix(rows_t2i.cpu().numpy(), images, k_t2i)
+    else:
+        found_i2t = retrieved_ids(top_k, "i2t", captions, len(images), k_i2t, device)
+        found_t2i = retrieved_ids(top_k, "t2i", images, len(captions), k_t2i, device)
+    metrics = _package_metrics(found_i2t, found_t2i, images, captions)
+    values = per_query_values(found_i2t, found_t2i, images, captions)
+    means = metrics_from_values(values)
+    wrong = [name for name in ECCV_METRIC_NAMES if abs(means[name] - metrics[name]) > 1e-6]
+    if wrong:
+        raise RuntimeError(f"per-query ECCV/CxC values disagree with eccv-caption on {', '.join(wrong)}")
+    return metrics, values

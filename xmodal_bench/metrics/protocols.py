@@ -13,8 +13,11 @@ resample of the queries are one function of the ranks. A protocol may also defin
 which need the dataset's own image and caption ids and the retrieved lists rather than ranks
 (COCO: ECCV Caption and CxC, `metrics.eccv`):
 
-    metrics, note = protocol.id_metrics(gallery, top_k)   # ({}, "why not") when the ids don't fit
- Besides the metric functions a protocol
+    found = protocol.id_metrics(gallery, top_k)   # .metrics, .per_query, .note ("why not")
+
+An id metric that is a mean over queries also gives each query row its value (`per_query`);
+kept beside the ranks, `metrics(ranks)` computes the id metrics from them too, so a bootstrap
+resample of the queries covers them like the rank metrics. Besides the metric functions a protocol
 carries what the rest of the suite needs to know about it: metric metadata (title,
 higher-is-better, leaderboard column), the headline metric, the validation metric that selects
 the best checkpoint, and the protocol validation runs with. Adding a metric or a protocol touches
@@ -40,9 +43,16 @@ from xmodal_bench.errors import UserError
 from xmodal_bench.metrics._checks import check_embeddings, check_owner_index
 from xmodal_bench.metrics.caption import caption_metrics_from_ranks, caption_ranks
 from xmodal_bench.metrics.chunking import resolve_score_dtype
-from xmodal_bench.metrics.eccv import ECCV_METRIC_NAMES, eccv_cxc_metrics, embedding_top_k, ids_problem
+from xmodal_bench.metrics.eccv import (
+    ECCV_METRIC_NAMES,
+    eccv_cxc_metrics,
+    embedding_top_k,
+    ids_problem,
+    metrics_from_values,
+)
 from xmodal_bench.metrics.person import person_metrics_from_ranks, person_ranks, positive_gallery_index
 
+# per-query ranks by name ("5k/t2i": [M]); beside them, per-query values of id metrics ("eccv/...")
 Ranks = dict[str, Tensor]
 # rank_fn(direction, query_rows, gallery_rows, positive_index) -> ranks [Q, P] (-1 padded): rows index
 # the full image / text sets (queries are texts for t2i, images for i2t); positive_index [Q, P]
@@ -84,6 +94,15 @@ class Gallery:
 
 
 @dataclass(frozen=True)
+class IdMetrics:
+    """What a protocol's id metrics give: the metrics, each query row's values, or why not."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_query: Ranks = field(default_factory=dict)  # name -> [query rows] values (NaN: not its query)
+    note: str | None = None  # why they are left out (then both dicts are empty)
+
+
+@dataclass(frozen=True)
 class MetricInfo:
     key: str
     title: str
@@ -107,9 +126,9 @@ class Protocol:
     # metrics of the dataset's ids and retrieved lists (not of ranks): shown beside the others
     id_metric_info: tuple[MetricInfo, ...] = ()
     id_metrics_name: str = "id metrics"
-    _id_metrics: Callable[[Gallery, TopK | None], tuple[dict[str, float], str | None]] | None = field(
-        default=None, repr=False
-    )
+    _id_metrics: Callable[[Gallery, TopK | None], IdMetrics] | None = field(default=None, repr=False)
+    # the id metrics from saved per-query values (those present), for resamples of the queries
+    _id_metrics_from: Callable[[Ranks], dict[str, float]] | None = field(default=None, repr=False)
 
     def ranks(self, gallery: Gallery) -> Ranks:
         """Exact per-query ranks by dot product of the gallery's embeddings."""
@@ -120,18 +139,24 @@ class Protocol:
         return self._ranks_from(gallery, rank_fn)
 
     def metrics(self, ranks: Ranks) -> dict[str, float]:
-        """Every metric of the protocol (`metric_names`, in order) from its ranks."""
-        return self._metrics(ranks)
+        """Every metric of the protocol (`metric_names`, in order) from its ranks, then the id
+        metrics whose per-query values `ranks` holds (`IdMetrics.per_query`)."""
+        out = self._metrics(ranks)
+        if self._id_metrics_from is not None:
+            out.update(self._id_metrics_from(ranks))
+        return out
 
-    def id_metrics(self, gallery: Gallery, top_k: TopK | None = None) -> tuple[dict[str, float], str | None]:
-        """(id metrics, None), or ({}, a one-line note saying why they are left out).
+    def id_metrics(self, gallery: Gallery, top_k: TopK | None = None) -> IdMetrics:
+        """The id metrics and their per-query values, or only a one-line note saying why not.
 
         `top_k` retrieves the lists (None: exact top-K of the gallery's embeddings).
         """
         if self._id_metrics is None:
-            return {}, None
+            return IdMetrics()
         if gallery.image_ids is None or gallery.caption_ids is None:
-            return {}, f"{self.id_metrics_name} left out: the dataset has no image and caption ids"
+            return IdMetrics(
+                note=f"{self.id_metrics_name} left out: the dataset has no image and caption ids"
+            )
         return self._id_metrics(gallery, top_k)
 
     def evaluate(self, gallery: Gallery) -> dict[str, float]:
@@ -139,15 +164,20 @@ class Protocol:
         (a note saying why they are left out is a warning)."""
         metrics = self.metrics(self.ranks(gallery))
         if self._id_metrics is not None and gallery.image_ids is not None:
-            extra, note = self.id_metrics(gallery)
-            if note:
-                warnings.warn(note, stacklevel=2)
-            metrics.update(extra)
+            found = self.id_metrics(gallery)
+            if found.note:
+                warnings.warn(found.note, stacklevel=2)
+            metrics.update(found.metrics)
         return metrics
 
     @property
     def metric_names(self) -> tuple[str, ...]:
         return tuple(m.key for m in self.metric_info)
+
+    @property
+    def all_metric_names(self) -> tuple[str, ...]:
+        """The rank metrics, then the id metrics."""
+        return tuple(m.key for m in (*self.metric_info, *self.id_metric_info))
 
     @property
     def columns(self) -> tuple[MetricInfo, ...]:
@@ -369,12 +399,12 @@ def _eccv_info() -> tuple[MetricInfo, ...]:
     return tuple(out)
 
 
-def _eccv_metrics(gallery: Gallery, top_k: TopK | None) -> tuple[dict[str, float], str | None]:
+def _eccv_metrics(gallery: Gallery, top_k: TopK | None) -> IdMetrics:
     """ECCV Caption and CxC (`metrics.eccv`) when the ids are the COCO 5K test split."""
     owner = gallery.text_to_image.long()
     problem = ids_problem(gallery.image_ids, gallery.caption_ids, owner)
     if problem:
-        return {}, f"{ECCV_NAME} left out: {problem}"
+        return IdMetrics(note=f"{ECCV_NAME} left out: {problem}")
     device = owner.device
     if top_k is None:
         images, texts = gallery.embeddings()
@@ -382,7 +412,8 @@ def _eccv_metrics(gallery: Gallery, top_k: TopK | None) -> tuple[dict[str, float
         top_k = embedding_top_k(
             images, texts, gallery.chunk_size, resolve_score_dtype(gallery.score_dtype, device)
         )
-    return eccv_cxc_metrics(gallery.image_ids, gallery.caption_ids, top_k, device), None
+    metrics, values = eccv_cxc_metrics(gallery.image_ids, gallery.caption_ids, top_k, device)
+    return IdMetrics(metrics, {name: torch.from_numpy(value) for name, value in values.items()})
 
 
 COCO = register_protocol(
@@ -400,6 +431,7 @@ COCO = register_protocol(
         id_metric_info=_eccv_info(),
         id_metrics_name=ECCV_NAME,
         _id_metrics=_eccv_metrics,
+        _id_metrics_from=metrics_from_values,
     )
 )
 
@@ -437,6 +469,7 @@ register_protocol(
         id_metric_info=_eccv_info(),
         id_metrics_name=ECCV_NAME,
         _id_metrics=_eccv_metrics,
+        _id_metrics_from=metrics_from_values,
     )
 )
 

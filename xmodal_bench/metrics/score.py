@@ -166,8 +166,8 @@ def score_files(
             image_ids=_integers(image_ids, "image ids", num_images, "images").numpy(),
             caption_ids=_integers(caption_ids, "caption ids", num_texts, "captions").numpy(),
         )
-        extra, note = scheme.id_metrics(gallery)
-        metrics.update(extra)
-        if note and notes is not None:
-            notes.append(note)
+        found = scheme.id_metrics(gallery)
+        metrics.update(found.metrics)
+        if found.note and notes is not None:
+            notes.append(found.note)
     return metrics

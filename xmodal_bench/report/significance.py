@@ -14,7 +14,10 @@ distributions, resample by resample.
 - a leaderboard row is *not significantly below* the best of a column when the interval of
   (row - best), in the column's better direction, reaches 0.
 
-Metrics that are not functions of ranks (ECCV Caption, CxC, Kendall tau, efficiency) get none.
+The id metrics that are means over queries (COCO's ECCV Caption and CxC) are resampled the same
+way, from the per-query values a run saves with its ranks (`metrics.protocols.IdMetrics`): their
+arrays are named by direction (`eccv/t2i_map_at_r`), so they share the draw of that direction's
+ranks and pair like them. Kendall tau and efficiency get no interval.
 
 A run computes its own distributions once, when it saves its ranks (`save_bootstrap`,
 `bootstrap.npz` beside `ranks.npz`): the draw depends only on the query sets, the resample count
@@ -172,7 +175,9 @@ def compare(
     dist_a = distribution(protocol.metrics, ranks_a, plan)
     dist_b = distribution(protocol.metrics, ranks_b, plan)
     rows = []
-    for key in protocol.metric_names:
+    for key in protocol.all_metric_names:
+        if key not in point_a or key not in point_b:  # id metrics one of the runs lacks
+            continue
         info = protocol.info(key)
         differences = dist_a[key] - dist_b[key]
         low, high = interval(differences, level)
@@ -213,7 +218,7 @@ def annotate(rows: list, protocol: Protocol, resamples: int = RESAMPLES, seed: i
             continue
         if runs:
             rows_dist[number] = mean_distribution(runs)
-    columns = [c for c in protocol.columns if c.key in protocol.metric_names]
+    columns = protocol.columns
     for number, dist in rows_dist.items():
         rows[number].intervals = {c.key: interval(dist[c.key]) for c in columns if c.key in dist}
     for column in columns:
@@ -225,10 +230,12 @@ def annotate(rows: list, protocol: Protocol, resamples: int = RESAMPLES, seed: i
         if not scored:
             continue
         best = (max if column.higher_is_better else min)(scored)[1]
-        if best not in rows_dist:
+        if column.key not in rows_dist.get(best, {}):
             continue
         for number, dist in rows_dist.items():
-            if number != best and not_below(
-                dist[column.key], rows_dist[best][column.key], column.higher_is_better
+            if (
+                number != best
+                and column.key in dist
+                and not_below(dist[column.key], rows_dist[best][column.key], column.higher_is_better)
             ):
                 rows[number].not_below_best.add(column.key)

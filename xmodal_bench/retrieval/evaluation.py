@@ -148,7 +148,8 @@ def evaluate_modes(
     """{"primary_mode": name, "modes": {name: {"metrics", "latency_ms"}}, "skipped": {...}, "ranks": {name: Ranks}}.
 
     A mode whose `skip(inputs)` gives a reason is left out of "modes" and listed under "skipped".
-    "ranks" holds each mode's per-query ranks (tensors; `report.ranks` saves them beside the results).
+    "ranks" holds each mode's per-query ranks (tensors; `report.ranks` saves them beside the results),
+    and the per-query values of its id metrics.
     Protocols with id metrics (COCO: ECCV Caption, CxC) add them to every mode's metrics, from
     `inputs.ids` or else the method's datamodule (`split_ids` of the test split); when they are
     left out, the reason is one warning and one line of "notes".
@@ -172,13 +173,14 @@ def evaluate_modes(
             ranks = mode.ranks(method, inputs)
             entry: dict[str, Any] = {"metrics": protocol.metrics(ranks)}
             if protocol.id_metric_info:
-                extra, note = protocol.id_metrics(
+                found = protocol.id_metrics(
                     inputs.gallery(), None if mode.by_embeddings else _top_k(method, inputs, mode)
                 )
-                entry["metrics"].update(extra)
-                if note and note not in report["notes"]:
-                    warnings.warn(note, stacklevel=2)
-                    report["notes"].append(note)
+                entry["metrics"].update(found.metrics)
+                ranks = {**ranks, **found.per_query}  # saved with the ranks: the bootstrap covers them
+                if found.note and found.note not in report["notes"]:
+                    warnings.warn(found.note, stacklevel=2)
+                    report["notes"].append(found.note)
             if with_latency:
                 entry["latency_ms"] = measure_latency(method, inputs, mode, latency_queries, top_k)
             report["modes"][mode.name] = entry
