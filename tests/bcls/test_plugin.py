@@ -77,7 +77,8 @@ def test_clip_bcls_keeps_infonce_and_a_plain_base_keeps_no_scores(synth_copy, to
     images = torch.nn.functional.normalize(torch.randn(48, 8), dim=-1)
     texts = images.repeat_interleave(5, dim=0)  # each caption at its own image: a perfect retriever
     inputs = EvalInputs(images={"global": images}, texts={"global": texts}, protocol="caption")
-    tau = plain._pseudo_label_tau("test", inputs)
+    tau, values = plain._pseudo_label_tau("test", inputs)
+    assert set(values) == {"tau/t2i", "tau/i2t"} and values["tau/t2i"].shape == (240,)
     assert tau["labels"] == "tfidf" and tau["queries"] == {"t2i": 240, "i2t": 48}
     assert -1 <= tau["i2t"] <= 1 and -1 <= tau["t2i"] <= 1
 

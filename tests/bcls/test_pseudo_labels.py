@@ -13,7 +13,7 @@ import torch
 from xmodal_bench.bcls import store as store_module
 from xmodal_bench.bcls import text_sim
 from xmodal_bench.bcls.store import load_caption_store, split_store
-from xmodal_bench.bcls.tau import kendall_tau_b, pseudo_label_tau
+from xmodal_bench.bcls.tau import kendall_tau_b, pseudo_label_tau, tau_from_values
 from xmodal_bench.bcls.text_sim import resolve_sbert_model, sbert_vectors, tfidf_vectors
 from xmodal_bench.errors import UserError
 
@@ -180,10 +180,42 @@ class _LinearStore:
 def test_pseudo_label_tau_is_one_when_scores_follow_the_labels_and_minus_one_reversed() -> None:
     images, texts = torch.randn(20, 8), torch.randn(60, 8)
     labels = _LinearStore(images, texts)
-    same = pseudo_label_tau(images, texts, labels, "test", queries=25, candidates=15)
+    same, values = pseudo_label_tau(images, texts, labels, "test", queries=25, candidates=15)
     assert same["queries"] == {"t2i": 25, "i2t": 20} and same["candidates"] == {"t2i": 15, "i2t": 15}
     assert same["t2i"] == pytest.approx(1.0) and same["i2t"] == pytest.approx(1.0)
-    reversed_ = pseudo_label_tau(-images, texts, labels, "test")
+    # each measured query's tau, on its own row: 25 of the 60 captions, every image
+    assert values["tau/t2i"].shape == (60,) and int((~values["tau/t2i"].isnan()).sum()) == 25
+    assert values["tau/i2t"].shape == (20,) and torch.allclose(
+        values["tau/i2t"], torch.ones(20, dtype=torch.float64)
+    )
+    reversed_, _ = pseudo_label_tau(-images, texts, labels, "test")
     assert reversed_["kendall_tau"] == pytest.approx(-1.0)
-    tied = pseudo_label_tau(images, texts, _LinearStore(images, torch.zeros(60, 8)), "test")
+    tied, values = pseudo_label_tau(images, texts, _LinearStore(images, torch.zeros(60, 8)), "test")
     assert tied["t2i"] is None and tied["i2t"] is None and tied["kendall_tau"] is None  # JSON null, not NaN
+    assert values["tau/t2i"].isnan().all()
+
+
+def test_each_saved_tau_is_scipys_tau_of_that_query_and_their_mean_is_the_summary() -> None:
+    """Per-query taus sit on the query's own row (the subsample's rows, NaN elsewhere), each equal
+    to `scipy.stats.kendalltau` of that query's candidates; `tau_from_values` gives back the summary."""
+    from scipy.stats import kendalltau
+
+    generator = torch.Generator().manual_seed(3)
+    images, texts = torch.randn(30, 6, generator=generator), torch.randn(90, 6, generator=generator)
+    store = _LinearStore(torch.randn(30, 6, generator=generator), torch.randn(90, 6, generator=generator))
+    summary, values = pseudo_label_tau(images, texts, store, "test", queries=40, candidates=25, seed=5)
+    rows = torch.nonzero(~values["tau/t2i"].isnan()).squeeze(1)
+    assert len(rows) == 40
+    # the candidates are the seeded choice after the queries': redraw them the same way
+    generator = torch.Generator().manual_seed(5)
+    queries = torch.randperm(90, generator=generator)[:40].sort().values
+    candidates = torch.randperm(30, generator=generator)[:25].sort().values
+    assert torch.equal(rows, queries)
+    for row in rows[:10].tolist():
+        scores = (texts[row] @ images[candidates].T).numpy()
+        labels = store.relevance("test", candidates, torch.tensor([row]))[:, 0].numpy()
+        assert values["tau/t2i"][row].item() == pytest.approx(kendalltau(scores, labels).statistic, abs=1e-9)
+    found = tau_from_values(values)
+    assert found["kendall_tau/t2i"] == pytest.approx(summary["t2i"], abs=1e-12)
+    assert found["kendall_tau"] == pytest.approx(summary["kendall_tau"], abs=1e-12)
+    assert tau_from_values({"tau/t2i": values["tau/t2i"]}) == {}  # an older run without both

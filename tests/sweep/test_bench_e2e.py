@@ -7,8 +7,12 @@ import json
 import pytest
 import yaml
 
+from xmodal_bench.bcls.tau import tau_from_values
 from xmodal_bench.cli import main
 from xmodal_bench.metrics import CAPTION_METRIC_NAMES, PERSON_METRIC_NAMES
+from xmodal_bench.report.ranks import load_ranks
+from xmodal_bench.report.results import find_results
+from xmodal_bench.report.tables import build_leaderboard
 
 pytestmark = pytest.mark.slow
 
@@ -76,3 +80,12 @@ def test_person_protocol_run(synth_root, tmp_path, synth_params) -> None:
     (record,) = _results(tmp_path, "synth_reid")
     assert record["protocol"] == "person" and set(record["metrics"]) == set(PERSON_METRIC_NAMES)
     assert "| R@1 | R@5 | R@10 | mAP | mINP |" in (tmp_path / "boards" / "synth_reid.md").read_text()
+    # the ranks and each query's Kendall tau are saved; the tau column gets its interval from them
+    run_dir = tmp_path / "runs" / "synth_reid" / "clip" / record["run_id"]
+    ranks = load_ranks(run_dir)["global"]
+    assert set(ranks) == {"t2i", "tau/t2i", "tau/i2t"} and len(ranks["tau/t2i"]) == len(ranks["t2i"])
+    tau = record["modes"]["global"]["kendall_tau"]
+    assert tau_from_values(ranks)["kendall_tau"] == pytest.approx(tau["kendall_tau"], abs=1e-12)
+    (row,) = build_leaderboard(find_results(tmp_path / "runs"), "synth_reid").rows
+    low, high = row.intervals["kendall_tau"]
+    assert low <= tau["kendall_tau"] <= high and low < high

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from xmodal_bench.bcls.tau import tau_from_values
 from xmodal_bench.cli import main
+from xmodal_bench.errors import UserError
 from xmodal_bench.metrics import get_protocol
 from xmodal_bench.metrics.eccv import metrics_from_values
 from xmodal_bench.report.ranks import save_ranks
 from xmodal_bench.report.results import RESULTS_FILE, RESULTS_SCHEMA
-from xmodal_bench.report.significance import distribution, draw, interval, p_value
+from xmodal_bench.report.significance import distribution, draw, extend, interval, p_value
 from xmodal_bench.report.tables import build_leaderboard
 
 
@@ -62,6 +64,10 @@ def _run(
     folder = root / dataset / method / name
     folder.mkdir(parents=True)
     metrics = get_protocol("caption").metrics(ranks)
+    tau = tau_from_values(ranks)
+    mode = {"metrics": metrics}
+    if tau:
+        mode["kendall_tau"] = {"kendall_tau": tau["kendall_tau"]}
     record = {
         "schema": RESULTS_SCHEMA,
         "method": method,
@@ -72,7 +78,7 @@ def _run(
         "config_id": name.split("-")[0],
         "primary_mode": "global",
         "metrics": metrics,
-        "modes": {"global": {"metrics": metrics}},
+        "modes": {"global": mode},
         "efficiency": {},
     }
     (folder / RESULTS_FILE).write_text(json.dumps(record))
@@ -156,3 +162,65 @@ def test_a_saved_distribution_is_the_one_a_rebuild_draws_and_is_read_back(tmp_pa
     monkeypatch.setattr(significance, "distribution", no_resampling)
     again = {row.method: row.intervals for row in build_leaderboard(find_results(tmp_path), "synth").rows}
     assert again == fresh  # the same draw: the same intervals, without resampling
+
+
+def _with_tau(ranks: dict, seed: int, level: float) -> dict:
+    """`ranks` plus per-query taus around `level`, measured on half of the queries (NaN elsewhere)."""
+    generator = torch.Generator().manual_seed(seed)
+    out = dict(ranks)
+    for direction in ("t2i", "i2t"):
+        n = len(ranks[direction])
+        tau = (level + 0.2 * torch.randn(n, generator=generator, dtype=torch.float64)).clamp(-1, 1)
+        tau[torch.arange(n) % 2 == 1] = float("nan")
+        out[f"tau/{direction}"] = tau
+    return out
+
+
+def test_kendall_tau_gets_an_interval_a_paired_comparison_and_older_runs_still_pair(tmp_path, capsys) -> None:
+    from xmodal_bench.report.results import find_results
+
+    low_tau = _run(tmp_path, "a-s0", _with_tau(_ranks(0), 0, 0.30), method="clip")
+    high_tau = _run(tmp_path, "b-s0", _with_tau(_ranks(0), 1, 0.45), method="bcls")
+    older = _run(tmp_path, "c-s0", _ranks(0), method="tgdt")  # saved before taus were: no tau arrays
+    assert main(["compare", str(low_tau), str(low_tau), "--json", "--resamples", "200"]) == 0
+    rows = {r["metric"]: r for r in json.loads(capsys.readouterr().out)["metrics"]}
+    assert {"kendall_tau", "kendall_tau/t2i", "kendall_tau/i2t"} <= set(rows)
+    assert rows["kendall_tau"]["difference"] == 0 and rows["kendall_tau"]["p"] == 1.0
+    assert main(["compare", str(low_tau), str(high_tau), "--json", "--resamples", "200"]) == 0
+    row = next(r for r in json.loads(capsys.readouterr().out)["metrics"] if r["metric"] == "kendall_tau")
+    assert row["difference"] < 0 and row["high"] < 0 and row["p"] < 0.01 and row["digits"] == 3
+    assert main(["compare", str(low_tau), str(older), "--json", "--resamples", "200"]) == 0
+    rows = {r["metric"]: r for r in json.loads(capsys.readouterr().out)["metrics"]}
+    assert "rsum" in rows and "kendall_tau" not in rows  # what both runs have is compared
+    board = {row.method: row for row in build_leaderboard(find_results(tmp_path), "synth").rows}
+    for method in ("clip", "bcls"):
+        low, high = board[method].intervals["kendall_tau"]
+        assert low <= board[method].mean("kendall_tau") <= high
+    assert "kendall_tau" not in board["clip"].not_below_best  # 0.30 vs 0.45 on 180 queries: clearly below
+    assert "kendall_tau" not in board["tgdt"].intervals and "rsum" in board["tgdt"].intervals
+
+
+def test_each_query_set_is_drawn_alone_and_a_run_of_another_split_is_refused() -> None:
+    ranks = _ranks(0)
+    alone = draw({"t2i": ranks["t2i"]}, resamples=20)
+    both = draw({**ranks, "tau/i2t": torch.zeros(60)}, resamples=20)
+    assert torch.equal(alone[("t2i", 300)], both[("t2i", 300)])  # other sets do not move its draw
+    assert not torch.equal(both[("i2t", 60)][:, :60], both[("t2i", 300)][:, :60])
+    grown = extend(alone, ranks, "a run", resamples=20)
+    assert set(grown) == {("t2i", 300), ("i2t", 60)} and torch.equal(grown[("i2t", 60)], both[("i2t", 60)])
+    with pytest.raises(UserError, match="t2i: 299 vs 300"):
+        extend(grown, {"t2i": ranks["t2i"][:299]}, "a run", resamples=20)
+
+
+def test_a_bootstrap_file_of_the_former_draw_is_resampled_again(tmp_path) -> None:
+    from xmodal_bench.report import significance
+
+    protocol = get_protocol("caption")
+    folder = _run(tmp_path, "a-s0", _ranks(0))
+    significance.save_bootstrap(folder, protocol, {"global": _ranks(0)}, resamples=20)
+    keys = list(protocol.metrics(_ranks(0)))
+    assert significance.saved_distribution(folder, "global", keys, resamples=20) is not None
+    with np.load(folder / significance.BOOTSTRAP_FILE) as data:
+        arrays = {k: data[k] for k in data.files if k != "draw"}  # as the first version wrote it
+    np.savez(folder / significance.BOOTSTRAP_FILE, **arrays)
+    assert significance.saved_distribution(folder, "global", keys, resamples=20) is None

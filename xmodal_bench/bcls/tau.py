@@ -11,6 +11,11 @@ whatever provider a run trained with, so base and +BCLS rows are measured with t
 no model is needed. Large splits are subsampled (a seeded, fixed choice of at most `queries`
 queries and `candidates` candidates per direction). Tau-b is O(candidates log candidates) per
 query (Knight's algorithm, `kendall_tau_b`), equal to `scipy.stats.kendalltau`.
+
+Each measured query's tau is also kept (`tau/t2i` [captions], `tau/i2t` [images]; NaN for a query
+outside the subsample or with all labels tied) and saved with the run's ranks, so the paired
+bootstrap resamples tau like the recalls (`tau_from_values` recomputes the column from them).
+The candidates stay fixed: an interval covers the choice of queries, not of candidates.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ import torch
 from torch import Tensor
 
 from xmodal_bench.bcls.store import CaptionStore
+from xmodal_bench.metrics.protocols import MetricInfo
+
+TAU_INFO = MetricInfo("kendall_tau", "Kendall τ", digits=3)
+TAU_VALUES = {"t2i": "tau/t2i", "i2t": "tau/i2t"}  # direction -> name of its per-query taus in a run's ranks
 
 
 def _tied_pairs(sorted_values: Tensor) -> Tensor:
@@ -129,13 +138,18 @@ def pseudo_label_tau(
     queries: int = 1000,
     candidates: int = 1000,
     seed: int = 0,
-) -> dict[str, Any]:
-    """{"t2i", "i2t", "kendall_tau", "labels", "queries", "candidates"} for global features
-    `images` [I, D] (image-index order) and `texts` [T, D] (caption-index order). A direction
-    where no query has untied labels reports None."""
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Kendall tau of global features `images` [I, D] (image-index order) and `texts` [T, D]
+    (caption-index order) against the split's pseudo-labels.
+
+    Returns the summary {"t2i", "i2t", "kendall_tau", "labels", "queries", "candidates"} (a
+    direction where no query has untied labels reports None) and each query's tau (`TAU_VALUES`
+    names; float64 [T] and [I], NaN where not measured).
+    """
     generator = torch.Generator().manual_seed(seed)
     images, texts = images.float(), texts.float()  # on their device (the GPU, when evaluating there)
     result: dict[str, Any] = {"labels": "tfidf"}
+    values: dict[str, Tensor] = {}
     sizes = {}
     for direction in ("t2i", "i2t"):
         n_query, n_cand = (len(texts), len(images)) if direction == "t2i" else (len(images), len(texts))
@@ -147,13 +161,29 @@ def pseudo_label_tau(
         else:
             scores = images[q_dev] @ texts[c_dev].T
             labels = store.relevance(split, q, c)
-        tau = kendall_tau_b(scores, labels.to(scores.device)).cpu()
-        defined = tau[~tau.isnan()]
-        result[direction] = float(defined.mean()) if len(defined) else math.nan
+        per_query = torch.full((n_query,), math.nan, dtype=torch.float64)
+        per_query[q] = kendall_tau_b(scores, labels.to(scores.device)).cpu()
+        values[TAU_VALUES[direction]] = per_query
         sizes[direction] = (len(q), len(c))
-    result["kendall_tau"] = (result["t2i"] + result["i2t"]) / 2
+    found = tau_from_values(values)
+    result.update({key.removeprefix("kendall_tau/"): value for key, value in found.items()})
     for key in ("t2i", "i2t", "kendall_tau"):  # undefined (every label tied): null, not NaN, in JSON
         result[key] = None if math.isnan(result[key]) else result[key]
     result["queries"] = {d: s[0] for d, s in sizes.items()}
     result["candidates"] = {d: s[1] for d, s in sizes.items()}
-    return result
+    return result, values
+
+
+def tau_from_values(values: dict[str, Tensor]) -> dict[str, float]:
+    """{"kendall_tau/t2i", "kendall_tau/i2t", "kendall_tau"} from per-query taus (`TAU_VALUES`
+    names; NaN: not measured): each direction's mean over its measured queries, and the mean of
+    the two (NaN when undefined).
+    Empty when `values` lacks them (a run made before they were saved)."""
+    if not all(name in values for name in TAU_VALUES.values()):
+        return {}
+    out = {}
+    for direction, name in TAU_VALUES.items():
+        measured = values[name][~values[name].isnan()]
+        out[f"kendall_tau/{direction}"] = float(measured.mean()) if len(measured) else math.nan
+    out["kendall_tau"] = (out["kendall_tau/t2i"] + out["kendall_tau/i2t"]) / 2
+    return out

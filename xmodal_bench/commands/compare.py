@@ -1,9 +1,9 @@
 """`xmodal-bench compare RUN_A RUN_B`: is A different from B? Paired bootstrap over the test queries.
 
 Both runs' saved per-query ranks (`ranks.npz`) are resampled with one seeded draw of the
-queries; for every metric of the protocol it prints A, B, the paired difference A - B with its
-95 percent interval and a two-sided p-value (`report.significance`). The runs must be on the same
-dataset and protocol. A run is a run folder (the one holding `results.json` and `ranks.npz`).
+queries; for every metric of the protocol, and Kendall tau (saved with the primary mode), it
+prints A, B, the paired difference A - B with its 95 percent interval and a two-sided p-value
+(`report.significance`). The runs must be on the same dataset and protocol. A run is a run folder (the one holding `results.json` and `ranks.npz`).
 """
 
 from __future__ import annotations
@@ -78,10 +78,13 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{a['dataset']}, {protocol.name} protocol; paired bootstrap: {args.resamples} resamples, seed {args.seed}"
     )
-    print(f"{'metric':<14} {'A':>9} {'B':>9} {'A - B':>9}  {'95% interval':<21} {'p':>6}")
+    width = max([len("metric"), *(len(row["metric"]) for row in rows)])
+    print(f"{'metric':<{width}} {'A':>9} {'B':>9} {'A - B':>9}  {'95% interval':<21} {'p':>6}")
     for row in rows:
-        span = f"[{row['low']:.2f}, {row['high']:.2f}]"
+        d = row["digits"]  # as the leaderboard shows the metric (Kendall tau: 3)
+        span = f"[{row['low']:.{d}f}, {row['high']:.{d}f}]"
         print(
-            f"{row['metric']:<14} {row['a']:>9.2f} {row['b']:>9.2f} {row['difference']:>+9.2f}  {span:<21} {row['p']:>6.3f}"
+            f"{row['metric']:<{width}} {row['a']:>9.{d}f} {row['b']:>9.{d}f} {row['difference']:>+9.{d}f}"
+            f"  {span:<21} {row['p']:>6.3f}"
         )
     return 0

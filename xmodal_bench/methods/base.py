@@ -273,7 +273,11 @@ class RetrievalMethod(L.LightningModule):
             top_k=self.cfg.eval.latency_top_k,
         )
         if full:
-            report["modes"][report["primary_mode"]]["kendall_tau"] = self._pseudo_label_tau(split, inputs)
+            primary = report["primary_mode"]
+            tau = self._pseudo_label_tau(split, inputs)
+            if tau is not None:  # saved with the primary mode's ranks: the bootstrap covers tau too
+                report["ranks"][primary] = {**report["ranks"][primary], **tau[1]}
+            report["modes"][primary]["kendall_tau"] = tau[0] if tau is not None else None
         report["encode"] = {
             "images_per_s": self._encode_count["image"] / max(self._encode_seconds["image"], 1e-9),
             "texts_per_s": self._encode_count["text"] / max(self._encode_seconds["text"], 1e-9),
@@ -281,8 +285,11 @@ class RetrievalMethod(L.LightningModule):
         self._collectors = {}
         return report
 
-    def _pseudo_label_tau(self, split: str, inputs: EvalInputs) -> dict[str, Any] | None:
-        """Kendall's tau of the global scores against tf-idf caption-similarity pseudo-labels (`bcls.tau`)."""
+    def _pseudo_label_tau(
+        self, split: str, inputs: EvalInputs
+    ) -> tuple[dict[str, Any], dict[str, Tensor]] | None:
+        """Kendall's tau of the global scores against tf-idf caption-similarity pseudo-labels
+        (`bcls.tau`): the summary and each query's tau, or None when the labels are unavailable."""
         from xmodal_bench.bcls import pseudo_label_tau, split_store
 
         try:

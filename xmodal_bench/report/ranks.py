@@ -3,8 +3,10 @@
 `ranks.npz` holds, for every inference mode, the protocol's named rank arrays
 (`{mode}/{name}`, e.g. `fused/t2i`, `global/5k/i2t`; 0-based int64, person ranks [queries,
 positives] padded with -1), and the per-query values of the protocol's id metrics
-(`{mode}/eccv/t2i_map_at_r`: float64, NaN for rows that are not the metric's queries). Written
-with numpy (no pickle), read with `allow_pickle=False`.
+(`{mode}/eccv/t2i_map_at_r`: float64, NaN for rows that are not the metric's queries); the
+primary mode also holds each query's Kendall tau (`{mode}/tau/t2i`, `{mode}/tau/i2t`: float64,
+NaN where not measured, `bcls.tau`). Written with numpy (no pickle), read with
+`allow_pickle=False`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ protocol's metrics (`metrics.protocols`: titles and which way is better are defi
 ranking-agreement column, then efficiency. The best value of each column is in bold (highest for
 recalls, mAP and throughput; lowest for ranks, latency, parameters and memory).
 
-Rank-based columns (and COCO's ECCV / CxC, from their saved per-query values) also carry a
+Rank-based columns (and COCO's ECCV / CxC and Kendall tau, from their saved per-query values) also carry a
 paired-bootstrap 95% interval over the test queries, from each run's saved ranks
 (`report.significance`; a row's seeds are averaged resample by resample), and a † on every row
 that is not significantly below the column's best.
@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xmodal_bench.bcls.tau import TAU_INFO
 from xmodal_bench.metrics.protocols import MetricInfo, get_protocol
 
 Column = MetricInfo
 
 # agreement of the run's global test scores with caption-similarity pseudo-labels (`bcls.tau`):
 # what BCLS trains for, reported for every method so base and +BCLS rows compare
-RANKING_COLUMNS = [Column("kendall_tau", "Kendall τ", digits=3)]
+RANKING_COLUMNS = [TAU_INFO]
 
 EFFICIENCY_COLUMNS = [
     Column("t2i_ms", "t2i ms/query", higher_is_better=False, digits=3),
