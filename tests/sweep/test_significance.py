@@ -208,6 +208,8 @@ def test_each_query_set_is_drawn_alone_and_a_run_of_another_split_is_refused() -
     assert not torch.equal(both[("i2t", 60)][:, :60], both[("t2i", 300)][:, :60])
     grown = extend(alone, ranks, "a run", resamples=20)
     assert set(grown) == {("t2i", 300), ("i2t", 60)} and torch.equal(grown[("i2t", 60)], both[("i2t", 60)])
+    for seed in (-3, 2**40):  # any int seed the command line takes
+        assert draw(ranks, resamples=2, seed=seed)[("t2i", 300)].shape == (2, 300)
     with pytest.raises(UserError, match="t2i: 299 vs 300"):
         extend(grown, {"t2i": ranks["t2i"][:299]}, "a run", resamples=20)
 

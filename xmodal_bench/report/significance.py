@@ -86,7 +86,8 @@ def draw(ranks: Ranks, resamples: int = RESAMPLES, seed: int = SEED) -> Plan:
     plan: Plan = {}
     for key in sorted({query_set(name, value) for name, value in ranks.items()}):
         direction, size = key
-        generator = torch.Generator().manual_seed(seed * 2**32 + zlib.crc32(f"{direction}/{size}".encode()))
+        mixed = (seed * 2**32 + zlib.crc32(f"{direction}/{size}".encode())) % 2**64  # any int seed
+        generator = torch.Generator().manual_seed(mixed)
         plan[key] = torch.randint(0, size, (resamples, size), generator=generator)
     return plan
 
