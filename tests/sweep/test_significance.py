@@ -226,3 +226,20 @@ def test_a_bootstrap_file_of_the_former_draw_is_resampled_again(tmp_path) -> Non
         arrays = {k: data[k] for k in data.files if k != "draw"}  # as the first version wrote it
     np.savez(folder / significance.BOOTSTRAP_FILE, **arrays)
     assert significance.saved_distribution(folder, "global", keys, resamples=20) is None
+
+
+def test_compare_pairs_two_inference_modes_of_one_run(tmp_path, capsys) -> None:
+    ranks = _ranks(0)
+    folder = _run(tmp_path, "a", ranks)
+    save_ranks(folder, {"global": ranks, "fused": _nudged(ranks, 60)})  # fused: 60 queries one place lower
+    args = ["compare", str(folder), str(folder), "--mode", "fused", "--mode-b", "global", "--json"]
+    assert main([*args, "--resamples", "200"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["mode_a"], out["mode_b"]) == ("fused", "global")
+    rows = {r["metric"]: r for r in out["metrics"]}
+    protocol = get_protocol("caption")
+    expected = protocol.metrics(_nudged(ranks, 60))["t2i_r1"] - protocol.metrics(ranks)["t2i_r1"]
+    assert rows["t2i_r1"]["difference"] == pytest.approx(expected) and expected < 0
+    assert rows["t2i_r1"]["high"] <= 0 and rows["i2t_r1"]["difference"] == 0  # i2t ranks are the same
+    assert main(["compare", str(folder), str(folder), "--mode-b", "local"]) == 2
+    assert "no ranks for mode 'local'" in capsys.readouterr().err

@@ -3,7 +3,9 @@
 Both runs' saved per-query ranks (`ranks.npz`) are resampled with one seeded draw of the
 queries; for every metric of the protocol, and Kendall tau (saved with the primary mode), it
 prints A, B, the paired difference A - B with its 95 percent interval and a two-sided p-value
-(`report.significance`). The runs must be on the same dataset and protocol. A run is a run folder (the one holding `results.json` and `ranks.npz`).
+(`report.significance`). The runs must be on the same dataset and protocol. A run is a run
+folder (the one holding `results.json` and `ranks.npz`); `--mode-b` pairs two inference modes, of
+one run or of two (TGDT fused against its global stage).
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_b", type=Path, metavar="RUN_B", help="another run folder on the same dataset")
     parser.add_argument(
         "--mode", default=None, help="inference mode to compare (default: each run's primary)"
+    )
+    parser.add_argument(
+        "--mode-b",
+        default=None,
+        help="RUN_B's mode when it differs from --mode, e.g. two modes of one run: RUN RUN --mode fused --mode-b global",
     )
     parser.add_argument(
         "--resamples", type=positive_int, default=1000, help="bootstrap resamples (default 1000)"
@@ -51,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     for field in ("dataset", "protocol"):
         if a[field] != b[field]:
             raise UserError(f"the runs are on different {field}s ({a[field]} vs {b[field]}): nothing to pair")
-    mode_a, mode_b = args.mode or a["primary_mode"], args.mode or b["primary_mode"]
+    mode_a = args.mode or a["primary_mode"]
+    mode_b = args.mode_b or args.mode or b["primary_mode"]
     protocol = get_protocol(a["protocol"])
     rows = compare(
         protocol,
