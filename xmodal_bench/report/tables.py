@@ -7,8 +7,8 @@ protocol's metrics (`metrics.protocols`: titles and which way is better are defi
 ranking-agreement column, then efficiency. The best value of each column is in bold (highest for
 recalls, mAP and throughput; lowest for ranks, latency, parameters and memory).
 
-Rank-based columns (and COCO's ECCV / CxC and Kendall tau, from their saved per-query values) also carry a
-paired-bootstrap 95% interval over the test queries, from each run's saved ranks
+Rank-based columns (and COCO's ECCV / CxC and Kendall tau, from their saved per-query values)
+also carry a paired-bootstrap 95% interval over the test queries, from each run's saved ranks
 (`report.significance`; a row's seeds are averaged resample by resample), and a † on every row
 that is not significantly below the column's best.
 """
