@@ -3,6 +3,7 @@ the three inference modes (matching through the index, exhaustive alignment, two
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from unittest.mock import PropertyMock, patch
 
 import pytest
@@ -13,13 +14,14 @@ from datamodules import RetrievalDataModule
 from xmodal_bench.config import compose
 from xmodal_bench.errors import UserError
 from xmodal_bench.methods.aladin import ALADIN
+from xmodal_bench.methods.optim import build_optimizer
 from xmodal_bench.registry import create_method, method_sections
 from xmodal_bench.retrieval.evaluation import EvalInputs, evaluate_modes, global_mode
-from xmodal_bench.retrieval.token_scores import word_mask
+from xmodal_bench.retrieval.token_scores import WordPooling, token_score_matrix, word_mask
 
 
-def _config(*overrides: str):
-    parts, sections = method_sections("aladin")
+def _config(*overrides: str, spec: str = "aladin"):
+    parts, sections = method_sections(spec)
     return compose(parts, sections, "synth", "tiny", overrides=list(overrides))
 
 
@@ -63,6 +65,88 @@ def test_distillation_waits_for_its_epoch_then_trains_the_matching_head(batch) -
     loss.backward()
     assert float(head.grad.abs().sum()) > 0
     assert method.backbone.logit_scale.grad is None
+
+
+def test_teacher_logits_are_the_summed_scores_whatever_the_hinge_pools(batch) -> None:
+    method = create_method(_config("aladin.word_reduction=mean"))
+    with torch.no_grad():
+        _, image_tokens = method.encode_image(batch["image"])
+        _, text_tokens, words = method.encode_text(batch["text"])
+    mean = token_score_matrix(text_tokens, words, image_tokens, pooling=WordPooling("mean")).T
+    summed = token_score_matrix(text_tokens, words, image_tokens, pooling=WordPooling("sum")).T
+    assert torch.allclose(method.teacher_logits(mean, words), summed, atol=1e-5)
+    # the teacher as trained (the earlier tiny setting): a mean's logits span [-1, 1]
+    as_trained = create_method(_config("aladin.word_reduction=mean", "aladin.teacher_reduction=mean"))
+    assert torch.equal(as_trained.teacher_logits(mean, words), mean)
+    released = create_method(_config("aladin.word_reduction=sum"))
+    assert torch.equal(released.teacher_logits(summed, words), summed)
+
+
+def _attach_trainer(method: ALADIN, step: int, total: int) -> None:
+    method._trainer = SimpleNamespace(
+        global_step=step, estimated_stepping_batches=total, num_training_batches=total, current_epoch=0
+    )
+
+
+def test_matching_finetune_is_the_last_fraction_of_the_steps() -> None:
+    method = create_method(_config("aladin.matching_finetune_fraction=0.25"))
+    assert not method.in_matching_finetune()  # no trainer
+    flags = []
+    for step in range(8):
+        _attach_trainer(method, step, 8)
+        flags.append(method.in_matching_finetune())
+    assert flags == [False] * 6 + [True] * 2
+    joint = create_method(_config())
+    _attach_trainer(joint, 7, 8)
+    assert not joint.in_matching_finetune()
+
+
+def test_matching_finetune_freezes_the_backbone_and_trains_the_matching_head_alone(batch) -> None:
+    torch.manual_seed(0)
+    method = create_method(_config("aladin.matching_finetune_fraction=0.5", "aladin.distill_after_epochs=9"))
+    optimizer = build_optimizer(method, method.cfg.optim)
+    _attach_trainer(method, 5, 10)
+    backbone = {k: v.clone() for k, v in method.backbone.state_dict().items()}
+    heads = {k: v.clone() for k, v in method.matching.state_dict().items()}
+    for _ in range(2):
+        loss, logged = _step(method, batch, epoch=0)
+        # the frozen teacher's hinge is logged, not trained; distillation is on despite the delay
+        assert float(logged["train/alignment"]) == 0.0 and float(logged["train/alignment_raw"]) > 0
+        assert float(logged["train/distill_on"]) == 1.0 and float(logged["train/matching_finetune"]) == 1.0
+        loss.backward()
+        method.on_before_optimizer_step(optimizer)
+        optimizer.step()
+        optimizer.zero_grad()
+    assert all(torch.equal(v, backbone[k]) for k, v in method.backbone.state_dict().items())
+    assert any(not torch.equal(v, heads[k]) for k, v in method.matching.state_dict().items())
+    # before the finetune the same step trains the backbone
+    _attach_trainer(method, 4, 10)
+    loss, _ = _step(method, batch, epoch=0)
+    loss.backward()
+    method.on_before_optimizer_step(optimizer)
+    assert method.backbone.model.visual.conv1.weight.grad is not None
+
+
+def test_a_matching_hinge_makes_the_served_scores_binary_supervised(batch) -> None:
+    torch.manual_seed(0)
+    method = create_method(_config("aladin.matching_weight=0.1"))
+    assert method.supervision.binary_term == "matching" and method.supervision.weight == 0.1
+    assert create_method(_config()).supervision.binary_term is None
+    _, logged = _step(method, batch, epoch=1)
+    assert float(logged["train/matching"]) > 0
+    # BCLS replaces that hinge by Triplet-SN and adds its Kendall term, both at the hinge's weight
+    plugin = create_method(_config("aladin.matching_weight=0.1", spec="aladin+bcls")).plugins[0]
+    assert plugin.replaced_term == "matching" and plugin.weight == 0.1 and plugin.reduction == "sum"
+    g = torch.Generator().manual_seed(0)
+    scores, positives = torch.randn(6, 6, generator=g), torch.eye(6, dtype=torch.bool)
+    labels = torch.rand(6, 6, generator=g).masked_fill(positives, 1.0)
+    plugin.labels = lambda ids, positives: labels
+    weighted = plugin.terms(scores, positives, {})
+    plugin.weight = 1.0
+    plain = plugin.terms(scores, positives, {})
+    assert set(weighted) == {"triplet_sn", "kendall"} and float(plain["kendall"]) > 0
+    for name, value in weighted.items():
+        assert torch.isclose(value, 0.1 * plain[name]), name
 
 
 def test_word_mask_drops_start_end_and_padding(tokenizer) -> None:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from datamodules import RetrievalDataModule
 from xmodal_bench.cli import main
@@ -45,7 +46,8 @@ def test_training_step_is_finite_and_reaches_the_backbone(synth_root, tokenizer)
     for name, grad in [
         ("image patches", model.visual.conv1.weight.grad),
         ("word embeddings", model.text.token_embedding.weight.grad),
-        ("image local branch", method.image_local.proj.weight.grad),
+        # residual (the tiny default): the zero-initialised corrections are what learn first
+        ("image local branch", (method.image_local.correction or method.image_local.proj).weight.grad),
         # residual (the tiny default): the zero-initialised correction is what learns first
         (
             "text global branch",
@@ -71,6 +73,25 @@ def test_evaluation_features_feed_the_fine_score(synth_root, tokenizer) -> None:
     assert torch.equal(image["tokens"], image_tokens)
     fine = token_score_matrix(text["tokens"], text["mask"].bool(), image["tokens"])
     assert fine.shape == (12, 12) and bool((fine.abs() <= 1 + 1e-5).all())
+
+
+def test_a_residual_local_branch_starts_as_the_backbones_token_alignment(synth_root, tokenizer) -> None:
+    batch = _train_batch(synth_root, tokenizer)
+    method = create_method(_config("tgdt.residual_local=true")).eval()
+    backbone = method.backbone
+    with torch.no_grad():
+        _, image_tokens = method.encode_image(batch["image"])
+        _, text_tokens, _ = method.encode_text(batch["text"])
+        _, patches = backbone.encode_image(batch["image"])
+        _, words, mask = backbone.encode_text(batch["text"])
+    aligned_patches = F.normalize(backbone.project_image_tokens(patches), dim=-1)
+    assert torch.allclose(image_tokens, aligned_patches, atol=1e-6)
+    aligned_words = F.normalize(backbone.project_text_tokens(words), dim=-1)
+    assert torch.allclose(text_tokens[mask], aligned_words[mask], atol=1e-6)
+    fresh = create_method(_config("tgdt.residual_local=false")).eval()  # same start, a random branch
+    with torch.no_grad():
+        _, fresh_tokens = fresh.encode_image(batch["image"])
+    assert not torch.allclose(fresh_tokens, aligned_patches, atol=1e-2)
 
 
 def test_impossible_shortlist_is_a_user_error() -> None:

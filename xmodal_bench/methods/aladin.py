@@ -13,14 +13,21 @@ Two heads on the shared backbone:
 - matching head: one 2-layer transformer shared by both modalities over [global slot; tokens]
   (the slot is the backbone's pooled embedding, i.e. image CLS / text EOT projected; padding
   masked); its position-0 output, L2-normalised, is the matching embedding served from a kNN index.
-  Trained only by listwise distillation (`losses.listwise_distillation`) of the in-batch
-  alignment scores, detached and unscaled (the teacher's logits are the summed scores, so their
-  spread grows with the caption length: a sharp target), the student's cosines scaled by 6.
+  Trained by listwise distillation (`losses.listwise_distillation`) of the in-batch alignment
+  scores, detached and unscaled, the student's cosines scaled by 6. The teacher's logits are the
+  summed scores (`teacher_reduction: sum`) even when the hinge pools words by mean: their spread
+  grows with the caption length, a sharp target, where a mean's [-1, 1] is a near-uniform one.
+  `matching_weight` > 0 adds the hardest-negative hinge on the matching cosines (the released
+  `alad-alignment-and-matching-triplet0.1-plus-distill` config: 0.1); the best released model
+  has none (0, the default).
 
 Loss = alignment hinge + distillation, the distillation on from the first step, as released (its
 configs write 0; the code reads the option under another key and so always uses 0);
 `distill_after_epochs` delays it (while off it is computed and logged with weight 0, so DDP sees
-every parameter used).
+every parameter used). `matching_finetune_fraction` > 0 runs the released staged recipe in one run
+(`alad-alignment-triplet` then `alad-matching-distill-finetune`): in the last fraction of the steps
+the backbone, and with it the teacher, is frozen (its gradients dropped before each optimizer step)
+and only the matching head learns, by distillation alone.
 
 Inference modes: `matching` (primary, what ALADIN deploys: kNN of matching embeddings through the
 configured search index, `aladin.index`), `alignment` (s_align over the whole gallery, when neither
@@ -71,12 +78,18 @@ class ALADINConfig:
     residual_slot: bool = False  # matching head = slot + a zero-initialised correction (not released)
     margin: float = 0.2  # alignment hinge margin
     student_scale: float = 6.0  # matching cosines x this before the softmax (released: 6)
-    word_reduction: str = (
-        "sum"  # s_align pools words by sum (released MrSw) or mean; also the teacher's scale
-    )
+    word_reduction: str = "sum"  # s_align (hinge, inference) pools words by sum (released MrSw) or mean
+    # the teacher's logits pool words by sum (the released MrSw scores, whatever the hinge uses) or
+    # as `word_reduction`; a mean teacher's logits span [-1, 1]: a near-uniform target
+    teacher_reduction: str = "sum"
     alignment_weight: float = 1.0
     distill_weight: float = 1.0
+    # hinge on the matching cosines (the released alignment-and-matching-triplet0.1-plus-distill: 0.1)
+    matching_weight: float = 0.0
     distill_after_epochs: int = 0  # epochs trained by the alignment loss alone before distillation starts
+    # last fraction of the training steps run as the released matching-distill finetune: backbone (and
+    # with it the alignment head, the teacher) frozen, distillation only; 0 = the joint recipe
+    matching_finetune_fraction: float = 0.0
     # epochs (may be fractional) whose alignment hinge averages over all negatives before the hardest
     # one takes over; 0 = the paper (pretrained backbone). From random weights the hardest-negative
     # hinge collapses every token to one point (all scores equal, loss stuck at 2 B margin).
@@ -94,10 +107,17 @@ class ALADINConfig:
         )
         require(self.ff_dim is None or self.ff_dim >= 1, "aladin.ff_dim must be positive")
         require_fraction("aladin.dropout", self.dropout)
+        require(
+            0 <= self.matching_finetune_fraction < 1, "aladin.matching_finetune_fraction must be in [0, 1)"
+        )
         require(self.margin >= 0, "aladin.margin must be >= 0")
         require(self.student_scale > 0, "aladin.student_scale must be positive")
         WordPooling(self.word_reduction)  # aladin.word_reduction in range
-        require(self.alignment_weight >= 0 and self.distill_weight >= 0, "aladin loss weights must be >= 0")
+        WordPooling(self.teacher_reduction)  # aladin.teacher_reduction in range
+        require(
+            min(self.alignment_weight, self.distill_weight, self.matching_weight) >= 0,
+            "aladin loss weights must be >= 0",
+        )
         require(
             min(self.alignment_max_gallery, self.distill_after_epochs, self.mean_negative_epochs) >= 0,
             "aladin.alignment_max_gallery, distill_after_epochs and mean_negative_epochs must be >= 0",
@@ -120,6 +140,8 @@ class ALADIN(TokenScoreMixin, RetrievalMethod):
         c = self.cfg.aladin
         self.token_dtype = token_dtype(c.eval_token_dtype, "aladin.eval_token_dtype")
         self.word_pooling = WordPooling(c.word_reduction)
+        if c.matching_weight > 0:  # the served scores also learn from binary labels: a summed hinge
+            self.supervision = ScoreSupervision("matching", True, "sum", c.matching_weight)
         dim = self.backbone.embed_dim
         if dim % c.heads:
             raise UserError(f"aladin.heads={c.heads} must divide the embedding width {dim}")
@@ -167,9 +189,33 @@ class ALADIN(TokenScoreMixin, RetrievalMethod):
     # ------------------------------------------------------------------ training
 
     def distill_weight(self, epoch: int) -> float:
-        """Weight of the distillation term in `epoch` (0 before `distill_after_epochs`)."""
+        """Weight of the distillation term in `epoch` (0 before `distill_after_epochs`, unless finetuning)."""
         c = self.cfg.aladin
-        return float(c.distill_weight) if epoch >= c.distill_after_epochs else 0.0
+        on = epoch >= c.distill_after_epochs or self.in_matching_finetune()
+        return float(c.distill_weight) if on else 0.0
+
+    def teacher_logits(self, alignment: Tensor, words: Tensor) -> Tensor:
+        """The distillation target [images, captions]: the detached alignment scores, re-pooled over
+        words by `teacher_reduction` (a mean score x the caption's word count is its sum)."""
+        target = alignment.detach()
+        if self.cfg.aladin.teacher_reduction == self.word_pooling.reduction:
+            return target
+        counts = words.sum(1).clamp(min=1).to(target.dtype)  # words per caption
+        return target * counts if self.word_pooling.reduction == "mean" else target / counts
+
+    def in_matching_finetune(self) -> bool:
+        """True in the last `matching_finetune_fraction` of the training steps (never without a trainer)."""
+        fraction = self.cfg.aladin.matching_finetune_fraction
+        if fraction <= 0 or self._trainer is None:
+            return False
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        return self.trainer.global_step >= round((1.0 - fraction) * total)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """In the matching finetune, drop the backbone's gradients: Adam skips it, clipping sees the heads only."""
+        if self.in_matching_finetune():
+            for param in self.backbone.parameters():
+                param.grad = None
 
     def train_step(self, batch: dict[str, Tensor], ids: dict[str, Tensor]) -> TrainStep:
         c = self.cfg.aladin
@@ -188,10 +234,20 @@ class ALADIN(TokenScoreMixin, RetrievalMethod):
         alignment = self.batch_token_scores(text_tokens, words, image_tokens, positives, hardest)
         align_loss = self.triplet(alignment, positives, c.margin, hardest)
         matching = image @ text.T  # the deployed (matching) cosine
-        distill = listwise_distillation(matching, alignment.detach(), c.student_scale)
+        distill = listwise_distillation(matching, self.teacher_logits(alignment, words), c.student_scale)
         weight = self.distill_weight(self.current_epoch)
-        losses = {"alignment": c.alignment_weight * align_loss, "distill": weight * distill}
-        logs = {"distill_raw": distill.detach(), "distill_on": weight, "hardest": float(hardest)}
+        finetune = self.in_matching_finetune()  # the teacher is frozen: its hinge is logged, not trained
+        align_weight = 0.0 if finetune else c.alignment_weight
+        losses = {"alignment": align_weight * align_loss, "distill": weight * distill}
+        if c.matching_weight > 0:
+            losses["matching"] = c.matching_weight * self.triplet(matching, positives, c.margin, hardest)
+        logs = {
+            "distill_raw": distill.detach(),
+            "alignment_raw": align_loss.detach(),
+            "distill_on": weight,
+            "hardest": float(hardest),
+            "matching_finetune": float(finetune),
+        }
         return TrainStep(losses, matching, positives, logs)
 
     # ------------------------------------------------------------------ inference

@@ -64,12 +64,15 @@ class ScoreSupervision:
     `binary_term`: the loss term that trains those scores with binary (match / no match) labels,
     None when they learn some other way (ALADIN's matching scores learn by distillation);
     `hardest_negative`: that term is a max-violation hinge (VSE++'s), not a softmax over every
-    negative; `reduction`: whether the method sums (`sum`) or averages (`mean`) its terms over anchors.
+    negative; `reduction`: whether the method sums (`sum`) or averages (`mean`) its terms over anchors;
+    `weight`: the method's weight on its binary term (ALADIN's matching hinge: 0.1), which a plugin
+    that replaces or joins that supervision keeps.
     """
 
     binary_term: str | None
     hardest_negative: bool = False
     reduction: str = "mean"
+    weight: float = 1.0
 
 
 class TrainingPlugin(nn.Module):

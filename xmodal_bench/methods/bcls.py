@@ -31,20 +31,24 @@ converges where max-violation does not), *adding* the Kendall term. What a base 
 its `ScoreSupervision` (`methods.base`), never from its name:
 - a base whose binary term is a max-violation hinge on the scores its primary mode ranks with
   (`hardest_negative`; TGDT's `global` hinge, VSE++'s triplet on the global cosine, exactly the
-  paper's setting): replaced by Triplet-SN on the same scores. Other terms (TGDT's local hinge on
-  token scores and its consistency term) are kept.
+  paper's setting; ALADIN's matching hinge when `aladin.matching_weight` > 0, the tiny setting):
+  replaced by Triplet-SN on the same scores. Other terms (TGDT's local hinge on token scores and
+  its consistency term, ALADIN's alignment hinge and distillation) are kept.
 - a base whose binary term is already a softmax over every in-batch negative (CLIP's InfoNCE,
   IRRA's SDM), whose gradient weighs each negative by its softmax probability, the soft negative
   mining Triplet-SN brings to the hinge: kept; BCLS adds the continuous term only.
-- a base whose served scores have no binary term (ALADIN's matching scores learn only by
+- a base whose served scores have no binary term (ALADIN's released matching scores learn only by
   distillation from the alignment head): kept; BCLS adds the continuous term on those scores.
 `binary: replace | add | keep` overrides this (`replace` needs a base with a binary term). The BCLS
 terms always act on `TrainStep.scores`, the batch scores of the base's primary inference mode
 (for TGDT, its stage-1 global cosine).
 
-**Weights and reduction.** `binary_weight` x Triplet-SN + `continuous_weight` x Kendall/SW-HS.
+**Weights and reduction.** `binary_weight` x Triplet-SN + `continuous_weight` x Kendall/SW-HS,
+both times the base's own weight on the binary term it supervises its served scores with
+(`ScoreSupervision.weight`: 1 for every base but ALADIN with a matching hinge, 0.1 as released).
 `reduction: auto` follows the base's own (`ScoreSupervision.reduction`): `sum` over anchors /
-queries for TGDT (its hinges are summed over the batch), `mean` for CLIP, IRRA and ALADIN.
+queries for TGDT and ALADIN with a matching hinge (their hinges are summed over the batch), `mean`
+for CLIP, IRRA and the released ALADIN.
 
 **Evaluation** is the base's, unchanged; every run (base or +BCLS) also reports Kendall's tau
 between its test scores and tf-idf pseudo-labels (`bcls.tau`, in `results.json` under
@@ -121,6 +125,7 @@ class BCLS(TrainingPlugin):
         self.binary = binary
         self.replaced_term = supervision.binary_term if binary == "replace" else None
         self.reduction = supervision.reduction if c.reduction == "auto" else c.reduction
+        self.weight = supervision.weight  # BCLS supervises the served scores at the base's weight
         self._store: CaptionStore | None = None
 
     def store(self) -> CaptionStore:
@@ -156,12 +161,14 @@ class BCLS(TrainingPlugin):
         c = self.cfg.bcls
         terms: dict[str, Tensor] = {}
         if self.binary in ("replace", "add") and c.binary_weight > 0:
-            terms["triplet_sn"] = c.binary_weight * soft_negative_triplet(
-                scores, positives, c.margin, c.temperature, self.reduction
+            terms["triplet_sn"] = (
+                self.weight
+                * c.binary_weight
+                * soft_negative_triplet(scores, positives, c.margin, c.temperature, self.reduction)
             )
         if c.continuous != "none" and c.continuous_weight > 0:
             labels = self.labels(ids, positives).to(scores.device, scores.dtype)
-            terms["kendall"] = c.continuous_weight * self.continuous(scores, labels)
+            terms["kendall"] = self.weight * c.continuous_weight * self.continuous(scores, labels)
         return terms
 
     def labels(self, ids: dict[str, Tensor], positives: Tensor) -> Tensor:

@@ -19,6 +19,14 @@ def transformer_encoder(
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
+def zero_linear(dim: int) -> nn.Linear:
+    """A `dim` x `dim` linear layer with zero weight and bias: a residual correction that starts at 0."""
+    layer = nn.Linear(dim, dim)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 class SlotTransformer(nn.Module):
     """A transformer over [slot; tokens]; the output is the slot's position, [B, D] (not normalised).
 
@@ -32,10 +40,7 @@ class SlotTransformer(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = transformer_encoder(dim, heads, ff_dim, dropout, layers)
-        self.correction = nn.Linear(dim, dim) if residual else None
-        if self.correction is not None:
-            nn.init.zeros_(self.correction.weight)
-            nn.init.zeros_(self.correction.bias)
+        self.correction = zero_linear(dim) if residual else None
 
     def forward(self, slot: Tensor, tokens: Tensor, padding: Tensor | None = None) -> Tensor:
         """slot [B, D], tokens [B, L, D], padding [B, L] (True = ignore) -> [B, D]."""

@@ -11,6 +11,10 @@ Per modality, on top of the shared backbone's token outputs:
   backbone's own pooled embedding (image CLS / text EOT, projected), so the branch refines the
   backbone's global feature guided by the tokens (the released code puts the first token of the
   sequence, BERT's CLS, in that position).
+- `residual_slot` / `residual_local` (not released; on at `tiny`): each branch returns the
+  backbone's own feature (pooled embedding; tokens through the towers' projections) plus a
+  zero-initialised correction, so fine-tuning starts from the pretrained start's global and token
+  alignment instead of from random heads.
 Fine score s_loc(t, v) = 10 x the sum over the caption's words of the max over image tokens of
 cosine, as released (`word_reduction: sum`, `local_scale: 10`; `retrieval.token_scores`); words are
 the caption's tokens without the start and end markers (the released code drops [CLS] and [SEP]).
@@ -56,7 +60,7 @@ from xmodal_bench.config import require, require_fraction
 from xmodal_bench.errors import UserError
 from xmodal_bench.losses import cmc_loss
 from xmodal_bench.methods.base import RetrievalMethod, ScoreSupervision, TrainStep
-from xmodal_bench.methods.heads import SlotTransformer, transformer_encoder
+from xmodal_bench.methods.heads import SlotTransformer, transformer_encoder, zero_linear
 from xmodal_bench.methods.token_scoring import TokenScoreMixin
 from xmodal_bench.registry import register_method
 from xmodal_bench.retrieval.evaluation import InferenceMode, exhaustive_mode, fused_mode, global_mode
@@ -72,6 +76,8 @@ class TGDTConfig:
     ff_dim: int = 2048
     dropout: float = 0.1
     residual_slot: bool = False  # global branch = slot + a zero-initialised correction (not released)
+    # local branch = the backbone's own token projection + a zero-initialised correction (not released)
+    residual_local: bool = False
     margin: float = 0.2  # inter-modal hinges (global and local)
     consistency_margin: float = 0.3
     global_loss_weight: float = 1.0
@@ -108,15 +114,27 @@ class TGDTConfig:
 
 
 class LocalBranch(nn.Module):
-    """Projection of backbone tokens into the joint space, then a transformer over them."""
+    """Projection of backbone tokens into the joint space, then a transformer over them.
+
+    `residual=True` returns `base + W out` instead, `base` the tokens in the backbone's own joint
+    space and W zero-initialised: the branch starts as the pretrained token alignment and learns a
+    correction, instead of starting from a random projection (what a fresh branch is).
+    """
 
     def __init__(self, in_dim: int, dim: int, cfg: TGDTConfig) -> None:
         super().__init__()
         self.proj = nn.Linear(in_dim, dim)
         self.encoder = transformer_encoder(dim, cfg.heads, cfg.ff_dim, cfg.dropout, cfg.local_layers)
+        self.correction = zero_linear(dim) if cfg.residual_local else None
 
-    def forward(self, tokens: Tensor, padding: Tensor | None = None) -> Tensor:
-        return self.encoder(self.proj(tokens), src_key_padding_mask=padding)
+    def forward(self, tokens: Tensor, base: Tensor | None = None, padding: Tensor | None = None) -> Tensor:
+        """tokens [B, L, W] (backbone width), base [B, L, D] (residual only), padding [B, L] -> [B, L, D]."""
+        out = self.encoder(self.proj(tokens), src_key_padding_mask=padding)
+        if self.correction is None:
+            return out
+        if base is None:
+            raise ValueError("a residual local branch needs the projected backbone tokens")
+        return base + self.correction(out)
 
 
 @register_method("tgdt", TGDTConfig)
@@ -148,14 +166,16 @@ class TGDT(TokenScoreMixin, RetrievalMethod):
     def encode_image(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(global [B, D], local tokens [B, N, D]), both L2-normalised."""
         pooled, tokens = self.backbone.encode_image(images)
-        local = self.image_local(tokens)
+        base = self.backbone.project_image_tokens(tokens) if self.cfg.tgdt.residual_local else None
+        local = self.image_local(tokens, base)
         return F.normalize(self.image_global(pooled, local), dim=-1), F.normalize(local, dim=-1)
 
     def encode_text(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(global [B, D], local tokens [B, L, D], word mask [B, L]): both branches see every token
         (padding masked); the fine score counts the words (`word_mask`)."""
         pooled, tokens, mask = self.backbone.encode_text(ids)
-        local = self.text_local(tokens, ~mask)
+        base = self.backbone.project_text_tokens(tokens) if self.cfg.tgdt.residual_local else None
+        local = self.text_local(tokens, base, ~mask)
         glob = F.normalize(self.text_global(pooled, local, ~mask), dim=-1)
         return glob, F.normalize(local, dim=-1), word_mask(ids, mask)
 
