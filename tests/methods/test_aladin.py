@@ -46,7 +46,9 @@ def _step(method: ALADIN, batch: dict, epoch: int) -> tuple[torch.Tensor, dict]:
 def test_distillation_waits_for_its_epoch_then_trains_the_matching_head(batch) -> None:
     torch.manual_seed(0)
     # the plain head (a zero-initialised residual correction would block its first gradients)
-    method = create_method(_config("aladin.distill_after_epochs=2", "aladin.residual_slot=false"))
+    method = create_method(
+        _config("aladin.distill_after_epochs=2", "aladin.residual_slot=false", "aladin.matching_weight=0")
+    )
     assert [method.distill_weight(e) for e in range(4)] == [0.0, 0.0, 1.0, 1.0]
     head = method.matching.encoder.layers[0].linear1.weight
 
@@ -131,7 +133,7 @@ def test_a_matching_hinge_makes_the_served_scores_binary_supervised(batch) -> No
     torch.manual_seed(0)
     method = create_method(_config("aladin.matching_weight=0.1"))
     assert method.supervision.binary_term == "matching" and method.supervision.weight == 0.1
-    assert create_method(_config()).supervision.binary_term is None
+    assert create_method(_config("aladin.matching_weight=0")).supervision.binary_term is None  # released
     _, logged = _step(method, batch, epoch=1)
     assert float(logged["train/matching"]) > 0
     # BCLS replaces that hinge by Triplet-SN and adds its Kendall term, both at the hinge's weight
