@@ -116,8 +116,8 @@ class TGDTConfig:
 class LocalBranch(nn.Module):
     """Projection of backbone tokens into the joint space, then a transformer over them.
 
-    `residual=True` returns `base + W out` instead, `base` the tokens in the backbone's own joint
-    space and W zero-initialised: the branch starts as the pretrained token alignment and learns a
+    With `residual_local` it returns `base + W out` instead, `base` the tokens in the backbone's own
+    joint space and W zero-initialised: the branch starts as the pretrained token alignment and learns a
     correction, instead of starting from a random projection (what a fresh branch is).
     """
 
