@@ -141,7 +141,9 @@ class ALADIN(TokenScoreMixin, RetrievalMethod):
         self.token_dtype = token_dtype(c.eval_token_dtype, "aladin.eval_token_dtype")
         self.word_pooling = WordPooling(c.word_reduction)
         if c.matching_weight > 0:  # the served scores also learn from binary labels: a summed hinge
-            self.supervision = ScoreSupervision("matching", True, "sum", c.matching_weight)
+            self.supervision = ScoreSupervision(
+                binary_term="matching", hardest_negative=True, reduction="sum", weight=c.matching_weight
+            )
         dim = self.backbone.embed_dim
         if dim % c.heads:
             raise UserError(f"aladin.heads={c.heads} must divide the embedding width {dim}")
