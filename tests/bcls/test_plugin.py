@@ -83,6 +83,20 @@ def test_clip_bcls_keeps_infonce_and_a_plain_base_keeps_no_scores(synth_copy, to
     assert -1 <= tau["i2t"] <= 1 and -1 <= tau["t2i"] <= 1
 
 
+def test_default_label_gap_ranks_only_pairs_the_pseudo_labels_separate_by_more_than_0_3(synth_copy) -> None:
+    """ITM_CLS's gap: negatives whose labels differ by less than 0.3 are not ordered against each other."""
+    torch.manual_seed(0)
+    scores = torch.randn(8, 8)
+    near = 0.2 + 0.25 * torch.rand(8, 8)  # every negative pair's labels within 0.25 of each other
+    flat = torch.full((8, 8), 0.3)
+    eye = torch.eye(8, dtype=torch.bool)
+    near, flat = near.masked_fill(eye, 1.0), flat.masked_fill(eye, 1.0)
+    default = create_method(_config("clip+bcls", synth_copy)).plugins[0]
+    assert default.continuous(scores, near).item() == pytest.approx(default.continuous(scores, flat).item())
+    narrow = create_method(_config("clip+bcls", synth_copy, "bcls.gap=0.05")).plugins[0]
+    assert narrow.continuous(scores, near).item() != pytest.approx(narrow.continuous(scores, flat).item())
+
+
 @pytest.mark.parametrize(
     ("spec", "override", "message"),
     [
