@@ -20,11 +20,11 @@ in-batch negative, weighted by a (detached) softmax of the negatives' scores at 
 tends to VSE++'s hardest-negative triplet as the temperature goes to 0.
 
 **Continuous labels: Kendall rank loss** (`losses.kendall`): soft fraction of discordant candidate
-pairs, (1 - tanh(ds / t) sign(dr)) / 2 over pairs whose labels differ by more than `gap` (0.3, ITM_CLS's
-label gap; see the README for the measured effect of 0.05); with
-`continuous: swhs` (the default, the paper's full method) only sliding-window pairs over the
-candidates sorted by r, hardest pair per window (`losses.swhs`), O(B^2). Both directions: rows of
-the batch score matrix (image queries) and its columns (caption queries).
+pairs, (1 - tanh(ds / t) sign(dr)) / 2 over pairs whose labels differ by more than `gap`
+(0.3, ITM_CLS's label gap; the README measures 0.05 against it); with `continuous: swhs` (the
+default, the paper's full method) only sliding-window pairs over the candidates sorted by r,
+hardest pair per window (`losses.swhs`), O(B^2). Both directions: rows of the batch score matrix
+(image queries) and its columns (caption queries).
 
 **Composition with the base** (`binary: auto`). The paper applies BCLS to triplet-trained models
 and *replaces* their hardest-negative triplet by Triplet-SN (its argument: soft negative mining
