@@ -1,5 +1,5 @@
 """Every sweep file shipped in benchmarks/sweeps/ loads and composes each of its runs, and the
-diagnostic sweeps reach the settings their comments promise."""
+ALADIN student diagnostic reaches the settings its comment promises."""
 
 from __future__ import annotations
 
