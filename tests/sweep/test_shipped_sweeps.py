@@ -26,4 +26,7 @@ def test_aladin_student_sweep_is_the_synth_sweeps_synth_reid_with_the_command_li
     cfg = requests[0][2].check()
     assert cfg.trainer.max_epochs == 60  # the command line overrides the inherited 5 epochs
     assert cfg.aladin.matching_finetune_fraction == 0.9
+    published = next(r for m, d, r in check_runs(synth)[0] if (m, d) == ("aladin", "synth_reid")).check()
+    assert published.trainer.max_epochs == 5
+    assert cfg.data.synthetic == published.data.synthetic  # the published sweep's synth_reid sizes
     assert cfg.data.synthetic.train_ids == 300 and cfg.data.synthetic.test_ids == 100
